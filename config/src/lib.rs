@@ -1,0 +1,530 @@
+//! Typed configuration for Sluice.
+//!
+//! - [`Config`] is the whole file: listeners, storage, topics and clusters.
+//! - [`Config::load`] reads a TOML file, rejects unknown keys and runs
+//!   [`Config::validate`], so every error names the file, the key and the rule.
+//! - `config/sluice.toml` is the default that works with no edits;
+//!   `config/examples/*.toml` are parsed by this crate's tests.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+mod validate;
+
+pub use validate::is_valid_topic_name;
+
+/// Kafka's rule for topic names, quoted in error messages.
+pub const TOPIC_NAME_RULE: &str = "topic names must match [a-zA-Z0-9._-]{1,249}";
+
+/// Default HTTPS listener address.
+pub const DEFAULT_LISTENER_ADDRESS: &str = "127.0.0.1:8443";
+/// Default admin listener address (health, readiness, later metrics).
+pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:8444";
+/// Connections accepted at once per listener; more wait in the kernel backlog.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Largest request body accepted.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// Time a client has to send a complete request head.
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// Time a client has to complete the TLS handshake.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// Time in-flight requests get to finish on shutdown before they are cut.
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
+/// Segment size at which the embedded log rolls to a new segment.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Bytes of log between two entries of the sparse offset index.
+pub const DEFAULT_INDEX_INTERVAL_BYTES: u32 = 4096;
+/// Interval between background fsyncs under `fsync = "interval"`.
+pub const DEFAULT_FSYNC_INTERVAL_MS: u64 = 50;
+/// Retention by age: seven days, Kafka's default.
+pub const DEFAULT_RETENTION_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+/// How often retention is enforced.
+pub const DEFAULT_RETENTION_CHECK_INTERVAL_MS: u64 = 60_000;
+/// Partitions of a topic created without an explicit count.
+pub const DEFAULT_PARTITIONS: u32 = 3;
+/// Weight of a cluster on the hash ring (virtual nodes).
+pub const DEFAULT_CLUSTER_WEIGHT: u32 = 100;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Gateway-wide settings.
+    pub gateway: GatewayConfig,
+    /// The public HTTPS listener (REST, later WebSocket and SSE).
+    pub listener: ListenerConfig,
+    /// The admin listener: health, readiness and admin routes.
+    pub admin: AdminConfig,
+    /// Where Sluice keeps its files.
+    pub storage: StorageConfig,
+    /// Topic creation rules.
+    pub topics: TopicsConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Routing of topics to clusters: pins, health probing, down policy.
+    pub federation: FederationConfig,
+    /// The broker clusters behind the gateway.
+    pub clusters: Vec<ClusterConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            gateway: GatewayConfig::default(),
+            listener: ListenerConfig::default(),
+            admin: AdminConfig::default(),
+            storage: StorageConfig::default(),
+            topics: TopicsConfig::default(),
+            log: LogConfig::default(),
+            federation: FederationConfig::default(),
+            clusters: (0..3)
+                .map(|i| ClusterConfig::embedded(&format!("local-{i}")))
+                .collect(),
+        }
+    }
+}
+
+/// Gateway-wide settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// The logical cluster id shown in Confluent v3 routes (`/v3/clusters/{cluster_id}`).
+    pub cluster_id: String,
+    /// Acknowledgement level for produce requests that do not ask for one.
+    pub default_acks: Acks,
+    /// Time in-flight requests get to finish on shutdown.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            cluster_id: "sluice".to_owned(),
+            default_acks: Acks::All,
+            shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
+        }
+    }
+}
+
+/// Acknowledgement level of a produce, in Kafka's vocabulary.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, Default)]
+pub enum Acks {
+    /// `0`: the gateway answers without waiting for the cluster's durability policy.
+    #[serde(rename = "0")]
+    None,
+    /// `1`: the record is written to the home cluster's log.
+    #[serde(rename = "1")]
+    Leader,
+    /// `all`: the record is durable per the home cluster's policy.
+    #[default]
+    #[serde(rename = "all")]
+    All,
+}
+
+impl Acks {
+    /// Parses `0`, `1`, `all` (and `-1`, Kafka's spelling of `all`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "0" => Some(Self::None),
+            "1" => Some(Self::Leader),
+            "all" | "-1" => Some(Self::All),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Acks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::None => "0",
+            Self::Leader => "1",
+            Self::All => "all",
+        })
+    }
+}
+
+/// TLS material for a listener. When absent on a TLS listener, Sluice
+/// generates a local CA and a server certificate in `<data_dir>/tls/`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the server certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM file with the server's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
+/// The public listener.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerConfig {
+    /// Address to bind, `host:port`.
+    pub address: SocketAddr,
+    /// Serve plaintext HTTP instead of TLS. Only for listeners behind a TLS
+    /// terminator or on loopback.
+    pub insecure: bool,
+    /// Certificate and key; generated when absent.
+    pub tls: Option<TlsConfig>,
+    /// Connections served at once; further ones wait to be accepted.
+    pub max_connections: usize,
+    /// Largest request body accepted (413 above).
+    pub max_body_bytes: usize,
+    /// Time a client has to send a complete request head.
+    pub header_read_timeout_ms: u64,
+    /// Time a client has to complete the TLS handshake.
+    pub tls_handshake_timeout_ms: u64,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        Self {
+            address: DEFAULT_LISTENER_ADDRESS
+                .parse()
+                .expect("valid default address"),
+            insecure: false,
+            tls: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
+            tls_handshake_timeout_ms: DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS,
+        }
+    }
+}
+
+/// The admin listener. Plaintext on loopback by default, and marked so.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address to bind, `host:port`.
+    pub address: SocketAddr,
+    /// Serve plaintext HTTP. The default admin listener is on loopback and insecure.
+    pub insecure: bool,
+    /// Certificate and key when not insecure; the generated ones when absent.
+    pub tls: Option<TlsConfig>,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            address: DEFAULT_ADMIN_ADDRESS
+                .parse()
+                .expect("valid default address"),
+            insecure: true,
+            tls: None,
+            max_connections: 256,
+        }
+    }
+}
+
+/// Where Sluice keeps its files.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Root directory: embedded clusters, generated TLS material, placement.
+    /// A relative path is taken from the working directory.
+    pub data_dir: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+        }
+    }
+}
+
+/// Topic creation rules, for every cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    /// Create a topic on its first produce, as Kafka's `auto.create.topics.enable`.
+    pub auto_create: bool,
+    /// Partitions of a topic created without an explicit count.
+    pub default_partitions: u32,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        Self {
+            auto_create: true,
+            default_partitions: DEFAULT_PARTITIONS,
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter, e.g. `info` or `sluice=debug,info`. `RUST_LOG` overrides it.
+    pub level: String,
+    /// `text` for people, `json` for log pipelines.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Interval between two health probes of a cluster.
+pub const DEFAULT_HEALTH_CHECK_INTERVAL_MS: u64 = 1_000;
+/// Time a health probe may take before it counts as a failure.
+pub const DEFAULT_HEALTH_CHECK_TIMEOUT_MS: u64 = 500;
+
+/// Routing of topics to clusters.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationConfig {
+    /// What happens to a topic's requests while its home cluster is down,
+    /// unless a `topic_policies` entry says otherwise.
+    pub on_cluster_down: DownPolicy,
+    /// Interval between two health probes of each cluster.
+    pub health_check_interval_ms: u64,
+    /// Time a probe may take before it counts as a failure.
+    pub health_check_timeout_ms: u64,
+    /// Topics placed on a named cluster instead of by the ring. An exact
+    /// `topic` pin wins over a `prefix` pin; the longest prefix wins.
+    pub pins: Vec<PinConfig>,
+    /// Per-topic down policies; an exact `topic` wins over a `prefix`,
+    /// the longest prefix wins.
+    pub topic_policies: Vec<TopicPolicyConfig>,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        Self {
+            on_cluster_down: DownPolicy::Reject,
+            health_check_interval_ms: DEFAULT_HEALTH_CHECK_INTERVAL_MS,
+            health_check_timeout_ms: DEFAULT_HEALTH_CHECK_TIMEOUT_MS,
+            pins: Vec::new(),
+            topic_policies: Vec::new(),
+        }
+    }
+}
+
+/// What a topic's requests get while its home cluster is down.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DownPolicy {
+    /// A fast 503 with `Retry-After`; order is never compromised.
+    #[default]
+    Reject,
+    /// Open a new epoch on the next healthy candidate: availability over strict order.
+    Failover,
+}
+
+/// A topic, or every topic with a prefix, placed on a named cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PinConfig {
+    /// Exact topic name (give this or `prefix`).
+    pub topic: Option<String>,
+    /// Topic-name prefix (give this or `topic`).
+    pub prefix: Option<String>,
+    /// The cluster's name.
+    pub cluster: String,
+}
+
+/// A down policy for a topic, or every topic with a prefix.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TopicPolicyConfig {
+    /// Exact topic name (give this or `prefix`).
+    pub topic: Option<String>,
+    /// Topic-name prefix (give this or `topic`).
+    pub prefix: Option<String>,
+    /// The policy.
+    pub on_cluster_down: DownPolicy,
+}
+
+/// One broker cluster behind the gateway.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Unique name, `[a-zA-Z0-9._-]{1,64}`; also the directory name of an embedded cluster.
+    pub name: String,
+    /// Which backend serves it.
+    pub kind: ClusterKind,
+    /// Share of new topics this cluster takes (virtual nodes on the ring).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Whether the cluster takes new topics, drains, or only serves reads.
+    #[serde(default)]
+    pub state: ClusterState,
+    /// Settings of an embedded cluster.
+    #[serde(default)]
+    pub embedded: EmbeddedConfig,
+}
+
+fn default_weight() -> u32 {
+    DEFAULT_CLUSTER_WEIGHT
+}
+
+impl ClusterConfig {
+    /// An embedded cluster with default settings.
+    pub fn embedded(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            kind: ClusterKind::Embedded,
+            weight: DEFAULT_CLUSTER_WEIGHT,
+            state: ClusterState::Active,
+            embedded: EmbeddedConfig::default(),
+        }
+    }
+}
+
+/// Backend kind of a cluster.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterKind {
+    /// Durable on-disk log inside the gateway process.
+    Embedded,
+}
+
+/// Lifecycle state of a cluster.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClusterState {
+    /// Takes new topics and serves its own.
+    #[default]
+    Active,
+    /// Takes no new topics; its topics move away.
+    Draining,
+    /// Serves reads of what it holds; takes no writes.
+    ReadOnly,
+}
+
+/// When the embedded log calls fsync.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// Before acknowledging every batch (concurrent batches share one fsync).
+    #[default]
+    Always,
+    /// In the background every `fsync_interval_ms`.
+    Interval,
+    /// Never; the OS writes back when it likes.
+    Never,
+}
+
+/// Settings of an embedded cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddedConfig {
+    /// Durability policy for acknowledged writes.
+    pub fsync: FsyncPolicy,
+    /// Interval between background fsyncs under `fsync = "interval"`.
+    pub fsync_interval_ms: u64,
+    /// Size at which a partition's active segment is rolled.
+    pub segment_bytes: u64,
+    /// Bytes of log between two sparse offset-index entries.
+    pub index_interval_bytes: u32,
+    /// Delete whole segments whose newest record is older than this; absent keeps forever.
+    pub retention_ms: Option<u64>,
+    /// Delete the oldest whole segments while a partition is larger than this; absent means no limit.
+    pub retention_bytes: Option<u64>,
+    /// How often retention is enforced.
+    pub retention_check_interval_ms: u64,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        Self {
+            fsync: FsyncPolicy::Always,
+            fsync_interval_ms: DEFAULT_FSYNC_INTERVAL_MS,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            index_interval_bytes: DEFAULT_INDEX_INTERVAL_BYTES,
+            retention_ms: Some(DEFAULT_RETENTION_MS),
+            retention_bytes: None,
+            retention_check_interval_ms: DEFAULT_RETENTION_CHECK_INTERVAL_MS,
+        }
+    }
+}
+
+/// A configuration error naming the file, the key and the rule broken.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not fit the schema.
+    #[error("{file}: {message}")]
+    Parse {
+        /// The file.
+        file: PathBuf,
+        /// The parser's message, with line, column and key.
+        message: String,
+    },
+    /// A value breaks a rule.
+    #[error("{file}: `{key}`: {rule}")]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// Dotted path to the key, e.g. `clusters[1].name`.
+        key: String,
+        /// The rule that was broken.
+        rule: String,
+    },
+}
+
+impl Config {
+    /// Reads, parses and validates a config file. Relative paths in it
+    /// (data directory, TLS files) are taken from the working directory,
+    /// as Kafka takes `log.dirs`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates TOML text; `file` only names the source in errors.
+    pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    /// Checks every rule the types cannot express.
+    pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        validate::validate(self, file)
+    }
+
+    /// The cluster with this name.
+    pub fn cluster(&self, name: &str) -> Option<&ClusterConfig> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,133 @@
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("test.toml"))
+}
+
+fn error(text: &str) -> String {
+    parse(text)
+        .expect_err("config should be rejected")
+        .to_string()
+}
+
+#[test]
+fn default_config_file_matches_built_in_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("sluice.toml");
+    let config = Config::load(&path).expect("default config parses");
+    assert_eq!(config, Config::default());
+}
+
+#[test]
+fn every_example_config_parses() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("examples directory") {
+        let path: PathBuf = entry.expect("dir entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            seen += 1;
+        }
+    }
+    assert!(seen > 0, "no example configs found in {}", dir.display());
+}
+
+#[test]
+fn empty_file_is_the_default() {
+    assert_eq!(parse("").unwrap(), Config::default());
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_name() {
+    let msg = error("[listener]\naddres = \"127.0.0.1:1\"\n");
+    assert!(msg.contains("test.toml"), "{msg}");
+    assert!(msg.contains("addres"), "{msg}");
+
+    let msg = error(
+        "[[clusters]]\nname = \"a\"\nkind = \"embedded\"\n[clusters.embedded]\nfsnc = \"always\"\n",
+    );
+    assert!(msg.contains("fsnc"), "{msg}");
+}
+
+#[test]
+fn bad_values_name_the_key_and_the_rule() {
+    let msg = error("[listener]\naddress = \"nowhere\"\n");
+    assert!(msg.contains("address"), "{msg}");
+
+    let msg = error("[[clusters]]\nname = \"a b\"\nkind = \"embedded\"\n");
+    assert!(msg.contains("clusters[0].name"), "{msg}");
+    assert!(msg.contains("[a-zA-Z0-9._-]"), "{msg}");
+
+    let msg = error(
+        "[[clusters]]\nname = \"a\"\nkind = \"embedded\"\n[[clusters]]\nname = \"a\"\nkind = \"embedded\"\n",
+    );
+    assert!(msg.contains("clusters[1].name"), "{msg}");
+    assert!(msg.contains("duplicate"), "{msg}");
+
+    let msg = error("[[clusters]]\nname = \"a\"\nkind = \"embedded\"\nweight = 0\n");
+    assert!(msg.contains("clusters[0].weight"), "{msg}");
+
+    let msg = error("[topics]\ndefault_partitions = 0\n");
+    assert!(msg.contains("topics.default_partitions"), "{msg}");
+
+    let msg = error("clusters = []\n");
+    assert!(msg.contains("`clusters`"), "{msg}");
+
+    let msg = error("[[clusters]]\nname = \"a\"\nkind = \"martian\"\n");
+    assert!(msg.contains("martian"), "{msg}");
+
+    let msg =
+        error("[listener]\ninsecure = true\n[listener.tls]\ncert_file = \"a\"\nkey_file = \"b\"\n");
+    assert!(msg.contains("listener.tls"), "{msg}");
+}
+
+#[test]
+fn pins_and_policies_are_checked() {
+    let clusters = "[[clusters]]\nname = \"a\"\nkind = \"embedded\"\n";
+    let ok = format!(
+        "[[federation.pins]]\ntopic = \"orders\"\ncluster = \"a\"\n[[federation.topic_policies]]\nprefix = \"iot.\"\non_cluster_down = \"failover\"\n{clusters}"
+    );
+    let c = parse(&ok).unwrap();
+    assert_eq!(c.federation.pins.len(), 1);
+    assert_eq!(
+        c.federation.topic_policies[0].on_cluster_down,
+        DownPolicy::Failover
+    );
+
+    let msg = error(&format!(
+        "[[federation.pins]]\ntopic = \"orders\"\ncluster = \"zzz\"\n{clusters}"
+    ));
+    assert!(msg.contains("federation.pins[0].cluster"), "{msg}");
+    assert!(msg.contains("zzz"), "{msg}");
+
+    let msg = error(&format!(
+        "[[federation.pins]]\ntopic = \"o\"\nprefix = \"p\"\ncluster = \"a\"\n{clusters}"
+    ));
+    assert!(msg.contains("exactly one"), "{msg}");
+
+    let msg = error("[[clusters]]\nname = \"a\"\nkind = \"embedded\"\nstate = \"draining\"\n");
+    assert!(msg.contains("active"), "{msg}");
+}
+
+#[test]
+fn acks_parse_in_kafka_spelling() {
+    assert_eq!(Acks::parse("0"), Some(Acks::None));
+    assert_eq!(Acks::parse("1"), Some(Acks::Leader));
+    assert_eq!(Acks::parse("all"), Some(Acks::All));
+    assert_eq!(Acks::parse("-1"), Some(Acks::All));
+    assert_eq!(Acks::parse("2"), None);
+    let c = parse("[gateway]\ndefault_acks = \"1\"\n").unwrap();
+    assert_eq!(c.gateway.default_acks, Acks::Leader);
+}
+
+#[test]
+fn topic_name_rule_is_kafkas() {
+    assert!(is_valid_topic_name("orders.v1_eu-west"));
+    assert!(is_valid_topic_name(&"a".repeat(249)));
+    assert!(!is_valid_topic_name(&"a".repeat(250)));
+    assert!(!is_valid_topic_name(""));
+    assert!(!is_valid_topic_name("a b"));
+    assert!(!is_valid_topic_name("a/b"));
+    assert!(!is_valid_topic_name("é"));
+}

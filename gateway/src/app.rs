@@ -1,0 +1,21 @@
+//! The public router and the state its handlers share.
+
+use std::sync::Arc;
+
+use axum::Router;
+use sluice_config::Config;
+use sluice_federation::Federation;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// Routing to the clusters.
+    pub federation: Arc<Federation>,
+    /// The configuration the gateway was started with.
+    pub config: Arc<Config>,
+}
+
+/// The public listener's router.
+pub fn router(state: AppState) -> Router {
+    crate::rest::routes(state)
+}

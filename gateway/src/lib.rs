@@ -1,0 +1,20 @@
+//! The Sluice gateway: listeners, REST routes, admin API and the `sluice` CLI.
+//!
+//! - [`app`]: the public router and the state every handler shares.
+//! - [`rest`]: Confluent-compatible REST routes (v2 produce, metadata,
+//!   records; v3 records and topics).
+//! - [`error`]: [`error::ApiError`], the one place errors become HTTP answers
+//!   in Confluent's `{"error_code", "message"}` shape.
+//! - [`admin`]: the admin listener's router (health, readiness).
+//! - [`tls`]: server certificates, loaded from config or generated.
+//! - [`server`]: binding, the accept loop with its connection cap, TLS and
+//!   HTTP/1.1 + HTTP/2 serving, and graceful drain.
+
+pub mod admin;
+pub mod app;
+pub mod error;
+pub mod rest;
+pub mod server;
+pub mod tls;
+
+pub use server::{Gateway, ShutdownHandle};

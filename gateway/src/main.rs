@@ -1,0 +1,125 @@
+//! The `sluice` command: config → logging → start → serve → drain.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sluice::Gateway;
+use sluice_config::{Config, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "A federated streaming gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Configuration file; the built-in defaults (those of config/sluice.toml) when absent.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration file and print it with every default filled in.
+    CheckConfig {
+        /// Configuration file.
+        config: PathBuf,
+    },
+}
+
+fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    })
+}
+
+fn init_logging(config: &Config) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => {
+            let config = load(config.as_ref())?;
+            init_logging(&config);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(serve(config))
+        }
+        Command::CheckConfig { config } => {
+            let config = load(Some(&config))?;
+            print!("{}", toml::to_string_pretty(&config)?);
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let gateway = Gateway::start(config).await?;
+    let scheme = if gateway.tls { "https" } else { "http" };
+    // One plain line that scripts and tests can wait for.
+    println!(
+        "sluice: listening on {scheme}://{} (admin http://{})",
+        gateway.addr, gateway.admin_addr
+    );
+    if let Some(fingerprint) = &gateway.tls_fingerprint {
+        println!("sluice: certificate SHA-256 fingerprint {fingerprint}");
+    }
+    if let Some(ca) = &gateway.generated_ca_file {
+        println!(
+            "sluice: generated TLS certificate; trust its CA with: curl --cacert {}",
+            ca.display()
+        );
+    }
+
+    let handle = gateway.shutdown_handle();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested; draining");
+        handle.shutdown();
+        // A second signal skips the drain.
+        wait_for_signal().await;
+        tracing::warn!("second signal; exiting without drain");
+        std::process::exit(130);
+    });
+    gateway.wait().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,335 @@
+//! Listeners: binding, the accept loop and its connection cap, TLS with
+//! ALPN, HTTP/1.1 and HTTP/2 serving, and graceful drain.
+//!
+//! Shutdown runs in order: stop accepting, let in-flight requests finish
+//! within the grace period, then cut what is left and flush the clusters.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use sluice_broker::embedded::EmbeddedCluster;
+use sluice_broker::Cluster;
+use sluice_config::{ClusterKind, Config};
+use sluice_federation::Federation;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use crate::app::{self, AppState};
+use crate::tls::ServerTls;
+
+/// Pause after an accept error (e.g. out of file descriptors) before trying again.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Connection-level limits of one listener.
+#[derive(Clone, Copy)]
+struct Limits {
+    max_connections: usize,
+    header_read_timeout: Duration,
+    tls_handshake_timeout: Duration,
+}
+
+/// A running gateway: its listeners, clusters and the tasks serving them.
+pub struct Gateway {
+    /// Where the public listener is bound.
+    pub addr: SocketAddr,
+    /// Where the admin listener is bound.
+    pub admin_addr: SocketAddr,
+    /// Whether the public listener speaks TLS.
+    pub tls: bool,
+    /// The generated CA clients should trust, when the certificate was generated.
+    pub generated_ca_file: Option<std::path::PathBuf>,
+    /// SHA-256 fingerprint of the public listener's certificate.
+    pub tls_fingerprint: Option<String>,
+    shutdown: ShutdownHandle,
+    listeners: JoinSet<()>,
+    embedded: Vec<Arc<EmbeddedCluster>>,
+}
+
+/// Starts a gateway's shutdown from anywhere (signal handler, tests).
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    tx: Arc<watch::Sender<bool>>,
+    draining: Arc<AtomicBool>,
+}
+
+impl ShutdownHandle {
+    fn new() -> Self {
+        let (tx, _) = watch::channel(false);
+        Self {
+            tx: Arc::new(tx),
+            draining: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Stops accepting and begins the drain.
+    pub fn shutdown(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        self.tx.send_replace(true);
+    }
+
+    /// Whether shutdown has begun (readiness turns false).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    fn subscribe(&self) -> watch::Receiver<bool> {
+        self.tx.subscribe()
+    }
+}
+
+impl Gateway {
+    /// Opens the clusters, binds both listeners and starts serving.
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let config = Arc::new(config);
+        let data_dir = config.storage.data_dir.clone();
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+
+        let mut clusters: Vec<Arc<dyn Cluster>> = Vec::new();
+        let mut embedded = Vec::new();
+        for cluster in &config.clusters {
+            match cluster.kind {
+                ClusterKind::Embedded => {
+                    let dir = data_dir.join("clusters").join(&cluster.name);
+                    let opened = EmbeddedCluster::open(&cluster.name, &dir, &cluster.embedded)
+                        .with_context(|| {
+                            format!(
+                                "opening embedded cluster {:?} in {}",
+                                cluster.name,
+                                dir.display()
+                            )
+                        })?;
+                    embedded.push(opened.clone());
+                    clusters.push(opened);
+                }
+            }
+        }
+        let federation = Arc::new(Federation::new(clusters, config.topics.clone())?);
+
+        let shutdown = ShutdownHandle::new();
+        let state = AppState {
+            federation: federation.clone(),
+            config: config.clone(),
+        };
+        let grace = Duration::from_millis(config.gateway.shutdown_grace_ms);
+
+        let public_tls = if config.listener.insecure {
+            None
+        } else {
+            let tls = ServerTls::load_or_generate(config.listener.tls.as_ref(), &data_dir)
+                .context("setting up TLS for the listener")?;
+            tracing::info!(
+                cert = %tls.cert_file.display(),
+                ca = tls.generated_ca_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                sha256 = %tls.fingerprint_sha256,
+                "listener certificate"
+            );
+            Some(tls)
+        };
+        let generated_ca_file = public_tls
+            .as_ref()
+            .and_then(|t| t.generated_ca_file.clone());
+        let tls_fingerprint = public_tls.as_ref().map(|t| t.fingerprint_sha256.clone());
+        let admin_tls = if config.admin.insecure {
+            None
+        } else {
+            Some(
+                ServerTls::load_or_generate(config.admin.tls.as_ref(), &data_dir)
+                    .context("setting up TLS for the admin listener")?,
+            )
+        };
+
+        let public = TcpListener::bind(config.listener.address)
+            .await
+            .with_context(|| format!("binding listener.address {}", config.listener.address))?;
+        let admin = TcpListener::bind(config.admin.address)
+            .await
+            .with_context(|| format!("binding admin.address {}", config.admin.address))?;
+        let addr = public.local_addr()?;
+        let admin_addr = admin.local_addr()?;
+
+        let public_limits = Limits {
+            max_connections: config.listener.max_connections,
+            header_read_timeout: Duration::from_millis(config.listener.header_read_timeout_ms),
+            tls_handshake_timeout: Duration::from_millis(config.listener.tls_handshake_timeout_ms),
+        };
+        let admin_limits = Limits {
+            max_connections: config.admin.max_connections,
+            ..public_limits
+        };
+
+        let mut listeners = JoinSet::new();
+        listeners.spawn(serve(
+            public,
+            public_tls.map(|t| TlsAcceptor::from(t.config)),
+            app::router(state.clone()),
+            public_limits,
+            grace,
+            shutdown.subscribe(),
+        ));
+        listeners.spawn(serve(
+            admin,
+            admin_tls.map(|t| TlsAcceptor::from(t.config)),
+            crate::admin::router(federation, shutdown.clone()),
+            admin_limits,
+            grace,
+            shutdown.subscribe(),
+        ));
+
+        Ok(Self {
+            addr,
+            admin_addr,
+            tls: !config.listener.insecure,
+            generated_ca_file,
+            tls_fingerprint,
+            shutdown,
+            listeners,
+            embedded,
+        })
+    }
+
+    /// A handle that starts this gateway's shutdown.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Waits until shutdown was requested and the drain is complete, then
+    /// flushes the embedded clusters to disk.
+    pub async fn wait(mut self) {
+        while self.listeners.join_next().await.is_some() {}
+        for cluster in &self.embedded {
+            if let Err(e) = cluster.shutdown() {
+                tracing::error!(cluster = cluster.name(), error = %e, "flushing on shutdown failed");
+            }
+        }
+    }
+
+    /// Shuts down and waits for the drain to complete.
+    pub async fn stop(self) {
+        self.shutdown.shutdown();
+        self.wait().await;
+    }
+}
+
+/// Accepts and serves connections until shutdown, then drains them.
+async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    router: Router,
+    limits: Limits,
+    grace: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+
+    loop {
+        // The permit is taken before accepting, so a full gateway leaves new
+        // connections in the kernel's backlog instead of accepting and dropping them.
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            _ = shutdown.changed() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let builder = builder.clone();
+        let router = router.clone();
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        connections.spawn(async move {
+            let _permit = permit;
+            serve_connection(stream, peer, tls, router, builder, limits, watcher).await;
+        });
+    }
+    drop(listener);
+
+    // Stop keep-alive reuse and let in-flight requests finish.
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "grace period over; closing remaining connections"
+        );
+    }
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    router: Router,
+    builder: auto::Builder<TokioExecutor>,
+    limits: Limits,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let router = router.clone();
+        async move { router.oneshot(request).await }
+    });
+    match tls {
+        Some(acceptor) => {
+            let stream =
+                match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream))
+                    .await
+                {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        tracing::debug!(client.addr = %peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(client.addr = %peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(client.addr = %peer, error = %e, "connection ended with an error");
+            }
+        }
+        None => {
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(client.addr = %peer, error = %e, "connection ended with an error");
+            }
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Test harness: a real gateway on 127.0.0.1:0 over TLS with an embedded
+//! cluster in a temporary directory, and a client that trusts its generated CA.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use sluice::Gateway;
+use sluice_config::Config;
+use tempfile::TempDir;
+
+/// A running gateway for a test.
+pub struct TestGateway {
+    /// Base URL of the public listener, e.g. `https://localhost:PORT`.
+    pub url: String,
+    /// Base URL of the admin listener, e.g. `http://127.0.0.1:PORT`.
+    pub admin_url: String,
+    /// The public listener's address.
+    pub addr: SocketAddr,
+    /// A client trusting the gateway's generated CA.
+    pub client: reqwest::Client,
+    /// The configuration the gateway runs with.
+    pub config: Config,
+    gateway: Gateway,
+    /// Keeps the data directory alive while the gateway runs.
+    pub data_dir: TempDir,
+}
+
+impl TestGateway {
+    /// A gateway on the defaults, bound to ephemeral loopback ports.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A gateway whose config the caller adjusts after the test defaults are set.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(data_dir, adjust).await
+    }
+
+    /// A gateway on an existing data directory (for restarts).
+    pub async fn start_in(data_dir: TempDir, adjust: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::default();
+        config.storage.data_dir = data_dir.path().to_owned();
+        config.listener.address = "127.0.0.1:0".parse().unwrap();
+        config.admin.address = "127.0.0.1:0".parse().unwrap();
+        config.gateway.shutdown_grace_ms = 2_000;
+        adjust(&mut config);
+        config
+            .validate(std::path::Path::new("test"))
+            .expect("test config is valid");
+        let gateway = Gateway::start(config.clone())
+            .await
+            .expect("gateway starts");
+        let scheme = if gateway.tls { "https" } else { "http" };
+        let url = format!("{scheme}://localhost:{}", gateway.addr.port());
+        let admin_url = format!("http://{}", gateway.admin_addr);
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .timeout(std::time::Duration::from_secs(30));
+        if let Some(ca) = &gateway.generated_ca_file {
+            let pem = std::fs::read(ca).expect("generated CA readable");
+            builder =
+                builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA PEM"));
+        }
+        let client = builder.build().expect("client");
+        Self {
+            url,
+            admin_url,
+            addr: gateway.addr,
+            client,
+            config,
+            gateway,
+            data_dir,
+        }
+    }
+
+    /// Shuts down and waits for the drain.
+    pub async fn stop(self) {
+        self.gateway.stop().await;
+    }
+
+    /// Shuts down and hands back the data directory, for a restart.
+    pub async fn stop_keep_data(self) -> TempDir {
+        self.gateway.stop().await;
+        self.data_dir
+    }
+}
