@@ -108,6 +108,10 @@ pub trait Cluster: Send + Sync + 'static {
         topic: &str,
     ) -> Result<Vec<(u32, u64)>, BrokerError>;
 
+    /// Bytes a topic occupies on this cluster (all partitions), for
+    /// rebalance plans and the admin API.
+    async fn topic_size_bytes(&self, topic: &str) -> Result<u64, BrokerError>;
+
     /// Current health.
     async fn health(&self) -> Health;
 }

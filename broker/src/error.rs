@@ -34,6 +34,14 @@ pub enum BrokerError {
     /// Creating a topic that exists.
     #[error("topic {0:?} already exists")]
     TopicExists(String),
+    /// A consumer group id the cluster does not accept.
+    #[error("invalid group id {group:?}: {rule}")]
+    InvalidGroupId {
+        /// The id given.
+        group: String,
+        /// The rule it breaks.
+        rule: &'static str,
+    },
     /// A partition count outside what the cluster accepts.
     #[error("invalid partition count {0}: must be between 1 and 10000")]
     InvalidPartitionCount(u32),
@@ -87,6 +95,7 @@ impl BrokerError {
             Self::UnknownTopic(_)
             | Self::UnknownPartition { .. }
             | Self::InvalidTopicName(_)
+            | Self::InvalidGroupId { .. }
             | Self::TopicExists(_)
             | Self::InvalidPartitionCount(_)
             | Self::OffsetOutOfRange { .. }

@@ -9,6 +9,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use sluice_broker::BrokerError;
+use sluice_federation::placement::PlacementError;
 use sluice_federation::FederationError;
 
 /// Content type of every error body, Confluent's versioned JSON.
@@ -27,6 +28,8 @@ pub const TOPIC_EXISTS: u32 = 40002;
 pub const OFFSET_OUT_OF_RANGE: u32 = 41601;
 /// Confluent's code for stored bytes the requested format cannot render.
 pub const UNRENDERABLE_RECORD: u32 = 40601;
+/// Code for a request that conflicts with the federation's state.
+pub const CONFLICT: u32 = 409;
 /// Confluent's code for a cluster that cannot serve now.
 pub const UNAVAILABLE: u32 = 50301;
 /// Confluent's code for a failure inside the server.
@@ -184,6 +187,7 @@ impl From<BrokerError> for ApiError {
                     "the topic's cluster is unavailable; retry later",
                 )
             }
+            e @ BrokerError::InvalidGroupId { .. } => Self::bad_request(e.to_string()),
             e @ (BrokerError::Corrupt { .. } | BrokerError::Io(_)) => Self::internal(&e),
         }
     }
@@ -193,7 +197,47 @@ impl From<FederationError> for ApiError {
     fn from(error: FederationError) -> Self {
         match error {
             FederationError::Broker(e) => e.into(),
-            e @ FederationError::NoCluster => Self::internal(&e),
+            e @ (FederationError::HomeDown { .. } | FederationError::NoHealthyCluster { .. }) => {
+                // Which cluster and why are operational detail: logged, while
+                // the client learns only that a retry may help.
+                tracing::warn!(error = %e, "topic unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    UNAVAILABLE,
+                    "the topic's cluster is unavailable; retry later",
+                )
+            }
+            e @ (FederationError::Cursor(_) | FederationError::CursorPartition { .. }) => {
+                Self::bad_request(e.to_string())
+            }
+            FederationError::Placement(e) => match e {
+                PlacementError::UnknownTopic(topic) => BrokerError::UnknownTopic(topic).into(),
+                PlacementError::TopicExists(topic) => BrokerError::TopicExists(topic).into(),
+                PlacementError::InvalidTopicName(topic) => {
+                    BrokerError::InvalidTopicName(topic).into()
+                }
+                PlacementError::UnknownPartition {
+                    topic, partition, ..
+                } => BrokerError::UnknownPartition { topic, partition }.into(),
+                e @ PlacementError::UnknownEpoch { .. } => {
+                    Self::bad_request(format!("invalid cursor: {e}"))
+                }
+                e @ PlacementError::EpochMoved { .. } => {
+                    Self::new(StatusCode::CONFLICT, CONFLICT, e.to_string())
+                }
+                e => Self::internal(&e),
+            },
+            e @ FederationError::UnknownCluster(_) => {
+                Self::new(StatusCode::NOT_FOUND, 404, e.to_string())
+            }
+            e @ (FederationError::RebalanceRunning
+            | FederationError::Conflict(_)
+            | FederationError::Config(_)) => {
+                Self::new(StatusCode::CONFLICT, CONFLICT, e.to_string())
+            }
+            e @ (FederationError::NoCluster
+            | FederationError::Store(_)
+            | FederationError::Internal(_)) => Self::internal(&e),
         }
     }
 }

@@ -5,12 +5,14 @@
 //!   records; v3 records and topics).
 //! - [`error`]: [`error::ApiError`], the one place errors become HTTP answers
 //!   in Confluent's `{"error_code", "message"}` shape.
-//! - [`admin`]: the admin listener's router (health, readiness).
+//! - [`admin`]: the admin listener's router (health, readiness, federation
+//!   admin API); [`admin_client`]: the client `sluice federation` uses.
 //! - [`tls`]: server certificates, loaded from config or generated.
 //! - [`server`]: binding, the accept loop with its connection cap, TLS and
 //!   HTTP/1.1 + HTTP/2 serving, and graceful drain.
 
 pub mod admin;
+pub mod admin_client;
 pub mod app;
 pub mod error;
 pub mod rest;

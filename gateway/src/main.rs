@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sluice::Gateway;
+use hyper::Method;
+use sluice::{admin_client, Gateway};
 use sluice_config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
@@ -27,6 +28,39 @@ enum Command {
     CheckConfig {
         /// Configuration file.
         config: PathBuf,
+    },
+    /// Inspect and rebalance topic placement through a running gateway's admin API.
+    Federation {
+        /// Admin listener, `host:port`; defaults to the one in --config, else 127.0.0.1:8444.
+        #[arg(long, global = true)]
+        admin: Option<String>,
+        /// Configuration file to take the admin address from.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: FederationAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum FederationAction {
+    /// List the topics whose home differs from where the ring and pins put them now.
+    Plan,
+    /// Compute the plan and start migrating those topics, one by one.
+    Apply,
+    /// Progress of the last rebalance.
+    Status,
+    /// Clusters with health, weight, state, topic count and bytes.
+    Clusters,
+    /// Stop placing topics on a cluster and move its topics away.
+    Drain {
+        /// The cluster's name.
+        cluster: String,
+    },
+    /// A topic's placement history (its epochs).
+    Placement {
+        /// The topic.
+        topic: String,
     },
 }
 
@@ -64,6 +98,38 @@ fn main() -> anyhow::Result<()> {
         Command::CheckConfig { config } => {
             let config = load(Some(&config))?;
             print!("{}", toml::to_string_pretty(&config)?);
+            Ok(())
+        }
+        Command::Federation {
+            admin,
+            config,
+            action,
+        } => {
+            let admin = match admin {
+                Some(admin) => admin,
+                None => load(config.as_ref())?.admin.address.to_string(),
+            };
+            let (method, path) = match &action {
+                FederationAction::Plan => (Method::POST, "/admin/rebalance/plan".to_owned()),
+                FederationAction::Apply => (Method::POST, "/admin/rebalance/apply".to_owned()),
+                FederationAction::Status => (Method::GET, "/admin/rebalance".to_owned()),
+                FederationAction::Clusters => (Method::GET, "/admin/clusters".to_owned()),
+                FederationAction::Drain { cluster } => {
+                    (Method::POST, format!("/admin/clusters/{cluster}/drain"))
+                }
+                FederationAction::Placement { topic } => {
+                    (Method::GET, format!("/admin/topics/{topic}/placement"))
+                }
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let (status, body) = runtime.block_on(admin_client::call(&admin, method, &path))?;
+            println!("{}", serde_json::to_string_pretty(&body)?);
+            if status >= 400 {
+                anyhow::bail!("the admin API answered {status}");
+            }
             Ok(())
         }
     }

@@ -18,7 +18,8 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use sluice_broker::embedded::EmbeddedCluster;
 use sluice_broker::Cluster;
-use sluice_config::{ClusterKind, Config};
+use sluice_config::{ClusterConfig, ClusterKind, Config};
+use sluice_federation::store::FileStore;
 use sluice_federation::Federation;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -54,6 +55,7 @@ pub struct Gateway {
     pub tls_fingerprint: Option<String>,
     shutdown: ShutdownHandle,
     listeners: JoinSet<()>,
+    federation: Arc<Federation>,
     embedded: Vec<Arc<EmbeddedCluster>>,
 }
 
@@ -97,26 +99,28 @@ impl Gateway {
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("creating data directory {}", data_dir.display()))?;
 
-        let mut clusters: Vec<Arc<dyn Cluster>> = Vec::new();
+        let mut clusters: Vec<(ClusterConfig, Arc<dyn Cluster>)> = Vec::new();
         let mut embedded = Vec::new();
         for cluster in &config.clusters {
             match cluster.kind {
                 ClusterKind::Embedded => {
                     let dir = data_dir.join("clusters").join(&cluster.name);
-                    let opened = EmbeddedCluster::open(&cluster.name, &dir, &cluster.embedded)
-                        .with_context(|| {
-                            format!(
-                                "opening embedded cluster {:?} in {}",
-                                cluster.name,
-                                dir.display()
-                            )
-                        })?;
+                    let (name, settings) = (cluster.name.clone(), cluster.embedded.clone());
+                    let opened = tokio::task::spawn_blocking(move || {
+                        EmbeddedCluster::open(&name, &dir, &settings).with_context(|| {
+                            format!("opening embedded cluster {name:?} in {}", dir.display())
+                        })
+                    })
+                    .await??;
                     embedded.push(opened.clone());
-                    clusters.push(opened);
+                    clusters.push((cluster.clone(), opened));
                 }
             }
         }
-        let federation = Arc::new(Federation::new(clusters, config.topics.clone())?);
+        let store = FileStore::open(&data_dir).context("opening the placement store")?;
+        let federation = Federation::open(clusters, &config, Arc::new(store))
+            .await
+            .context("opening the federation")?;
 
         let shutdown = ShutdownHandle::new();
         let state = AppState {
@@ -182,7 +186,7 @@ impl Gateway {
         listeners.spawn(serve(
             admin,
             admin_tls.map(|t| TlsAcceptor::from(t.config)),
-            crate::admin::router(federation, shutdown.clone()),
+            crate::admin::router(federation.clone(), shutdown.clone()),
             admin_limits,
             grace,
             shutdown.subscribe(),
@@ -196,8 +200,19 @@ impl Gateway {
             tls_fingerprint,
             shutdown,
             listeners,
+            federation,
             embedded,
         })
+    }
+
+    /// The federation this gateway routes through.
+    pub fn federation(&self) -> &Arc<Federation> {
+        &self.federation
+    }
+
+    /// An embedded cluster by name (tests flip its fault switch).
+    pub fn embedded_cluster(&self, name: &str) -> Option<&Arc<EmbeddedCluster>> {
+        self.embedded.iter().find(|c| c.name() == name)
     }
 
     /// A handle that starts this gateway's shutdown.
@@ -209,6 +224,7 @@ impl Gateway {
     /// flushes the embedded clusters to disk.
     pub async fn wait(mut self) {
         while self.listeners.join_next().await.is_some() {}
+        drop(self.federation);
         for cluster in &self.embedded {
             if let Err(e) = cluster.shutdown() {
                 tracing::error!(cluster = cluster.name(), error = %e, "flushing on shutdown failed");

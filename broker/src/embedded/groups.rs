@@ -42,18 +42,15 @@ pub fn is_valid_group_id(group: &str) -> bool {
     (1..=MAX_GROUP_ID_BYTES).contains(&group.len())
 }
 
-/// Checks a group id. The error is an `InvalidInput` I/O error because
-/// [`BrokerError`] has no variant for bad group ids yet; callers that want a
-/// precise 400 should check [`is_valid_group_id`] first.
+/// Checks a group id.
 pub fn check_group_id(group: &str) -> Result<(), BrokerError> {
     if is_valid_group_id(group) {
         Ok(())
     } else {
-        Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("invalid group id {group:?}: {GROUP_ID_RULE}"),
-        )
-        .into())
+        Err(BrokerError::InvalidGroupId {
+            group: group.to_owned(),
+            rule: GROUP_ID_RULE,
+        })
     }
 }
 

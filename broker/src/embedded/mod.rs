@@ -367,6 +367,16 @@ impl Cluster for EmbeddedCluster {
         Ok(self.storage.groups().committed(group, topic))
     }
 
+    async fn topic_size_bytes(&self, topic: &str) -> Result<u64, BrokerError> {
+        self.check_available()?;
+        let topic = self.storage.topic(topic)?;
+        let mut bytes = 0;
+        for p in 0..topic.partition_count() {
+            bytes += topic.partition(p)?.size_bytes();
+        }
+        Ok(bytes)
+    }
+
     async fn health(&self) -> Health {
         if self.shut_down.load(Ordering::Acquire) {
             Health::Down("shut down".to_owned())

@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use serde::Serialize;
-use sluice_broker::{BrokerError, Record};
-use sluice_federation::FederationError;
+use sluice_federation::cursor::Cursor;
+use sluice_federation::{FederationError, ReadBatch, ReadStart};
 
 use super::extract::{PathParams, QueryParams};
 use super::json_bytes::CompactJson;
@@ -26,7 +26,17 @@ pub const DEFAULT_READ_MAX_BYTES: usize = 1024 * 1024;
 /// read cannot hold an unbounded answer in memory.
 pub const MAX_READ_MAX_BYTES: usize = 16 * 1024 * 1024;
 
-/// `GET /topics/{topic}/partitions/{partition}/records?offset=N&max_bytes=M`.
+/// Response header carrying the cursor to resume after the whole answer
+/// (also when it holds no record).
+pub const NEXT_CURSOR_HEADER: &str = "sluice-next-cursor";
+
+/// `GET /topics/{topic}/partitions/{partition}/records?offset=N|cursor=C&max_bytes=M`.
+///
+/// `cursor` (from an earlier answer) follows the topic across migrations:
+/// it finishes the epoch it points into, then continues in the next one.
+/// `offset` is a plain offset in the topic's current epoch, as Confluent's
+/// routes have it. Without either, the read starts at the oldest record
+/// still held, in the topic's first epoch.
 pub async fn read(
     State(state): State<AppState>,
     path: PathParams,
@@ -40,21 +50,34 @@ pub async fn read(
     let max_bytes = query.u64("max_bytes")?.map_or(DEFAULT_READ_MAX_BYTES, |n| {
         usize::try_from(n).map_or(MAX_READ_MAX_BYTES, |n| n.min(MAX_READ_MAX_BYTES))
     });
-    let fetch = |offset| state.federation.fetch(topic, partition, offset, max_bytes);
-    let batch = match (offset, fetch(offset.unwrap_or(0)).await) {
-        // Without an explicit offset the reader means "from the start", and
-        // after retention the start is past 0: read from there instead of
-        // answering 416 to a request that named no offset.
-        (
-            None,
-            Err(FederationError::Broker(BrokerError::OffsetOutOfRange {
-                log_start_offset, ..
-            })),
-        ) => fetch(log_start_offset).await?,
-        (_, result) => result?,
+    let start = match (query.get("cursor"), offset) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "give either `cursor` or `offset`, not both",
+            ))
+        }
+        (Some(cursor), None) => {
+            ReadStart::Cursor(Cursor::decode(cursor, topic).map_err(FederationError::from)?)
+        }
+        (None, Some(offset)) => ReadStart::Offset(offset),
+        (None, None) => ReadStart::Earliest,
     };
-    let body = render(topic, &batch.records, format)?;
-    Ok(([(header::CONTENT_TYPE, format.media_type())], body).into_response())
+    let batch = state
+        .federation
+        .read(topic, partition, start, max_bytes)
+        .await?;
+    let body = render(topic, &batch, format)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, format.media_type().to_owned()),
+            (
+                header::HeaderName::from_static(NEXT_CURSOR_HEADER),
+                batch.next_cursor(topic, partition),
+            ),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 /// Appends the JSON form of a scalar. Writing strings and integers into a
@@ -88,10 +111,10 @@ fn put_embedded(
 
 /// The JSON array of records, in Confluent's v2 consumer record shape plus
 /// headers.
-fn render(topic: &str, records: &[Record], format: EmbeddedFormat) -> Result<Vec<u8>, ApiError> {
+fn render(topic: &str, batch: &ReadBatch, format: EmbeddedFormat) -> Result<Vec<u8>, ApiError> {
     let mut out = Vec::new();
     out.push(b'[');
-    for (i, record) in records.iter().enumerate() {
+    for (i, record) in batch.records.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -130,7 +153,9 @@ fn render(topic: &str, records: &[Record], format: EmbeddedFormat) -> Result<Vec
             put(&mut out, &BASE64.encode(&h.value))?;
             out.push(b'}');
         }
-        out.extend_from_slice(b"]}");
+        out.extend_from_slice(b"],\"cursor\":");
+        put(&mut out, &batch.cursor_after(topic, record))?;
+        out.push(b'}');
     }
     out.push(b']');
     Ok(out)
@@ -141,7 +166,15 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use serde_json::json;
-    use sluice_broker::Header;
+    use sluice_broker::{Header, Record};
+
+    fn batch(records: Vec<Record>) -> ReadBatch {
+        ReadBatch {
+            next_offset: records.last().map_or(0, |r| r.offset + 1),
+            records,
+            epoch: 1,
+        }
+    }
 
     fn record(offset: u64, key: Option<&'static [u8]>, value: Option<&'static [u8]>) -> Record {
         Record {
@@ -159,12 +192,18 @@ mod tests {
 
     #[test]
     fn binary_renders_base64_and_nulls() {
-        let out = render("t", &[record(3, Some(b"hi"), None)], EmbeddedFormat::Binary).unwrap();
+        let out = render(
+            "t",
+            &batch(vec![record(3, Some(b"hi"), None)]),
+            EmbeddedFormat::Binary,
+        )
+        .unwrap();
         let parsed: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             parsed,
             json!([{"topic":"t","key":"aGk=","value":null,"partition":1,"offset":3,
-                    "timestamp":42,"headers":[{"name":"h","value":"eA=="}]}])
+                    "timestamp":42,"headers":[{"name":"h","value":"eA=="}],
+                    "cursor": Cursor::at_epoch(1, [(1, 4)]).encode("t")}])
         );
     }
 
@@ -172,7 +211,7 @@ mod tests {
     fn json_renders_stored_text_in_order() {
         let out = render(
             "t",
-            &[record(0, None, Some(br#"{"b":1,"a":2}"#))],
+            &batch(vec![record(0, None, Some(br#"{"b":1,"a":2}"#))]),
             EmbeddedFormat::Json,
         )
         .unwrap();
@@ -184,7 +223,10 @@ mod tests {
     fn json_refuses_bytes_that_are_not_json() {
         let err = render(
             "t",
-            &[record(0, None, Some(b"{}")), record(7, Some(b"\xff"), None)],
+            &batch(vec![
+                record(0, None, Some(b"{}")),
+                record(7, Some(b"\xff"), None),
+            ]),
             EmbeddedFormat::Json,
         )
         .unwrap_err();
@@ -194,6 +236,9 @@ mod tests {
 
     #[test]
     fn empty_is_an_empty_array() {
-        assert_eq!(render("t", &[], EmbeddedFormat::Json).unwrap(), b"[]");
+        assert_eq!(
+            render("t", &batch(vec![]), EmbeddedFormat::Json).unwrap(),
+            b"[]"
+        );
     }
 }

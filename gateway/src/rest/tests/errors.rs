@@ -85,12 +85,17 @@ async fn cluster_faults_are_503_and_500_without_detail() {
         cluster: "memory".into(),
         reason: "disk detached".into(),
     });
-    let reply = app.get("/topics").await;
+    // Listings come from the placement table; a produce reaches the cluster.
+    let reply = app
+        .post("/topics/t", BINARY, json!({"records": [{"value": "eA=="}]}))
+        .await;
     let message = reply.error(503, 50301);
     assert_eq!(reply.headers["retry-after"], "1");
     assert!(!message.contains("disk detached"), "{message}");
 
     let app = super::app();
+    app.post("/topics/t", BINARY, json!({"records": [{"value": "eA=="}]}))
+        .await;
     app.cluster.fail_with(|| BrokerError::Corrupt {
         location: "/srv/sluice/00000.log:42".into(),
         reason: "crc mismatch".into(),

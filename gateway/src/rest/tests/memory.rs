@@ -349,6 +349,18 @@ impl Cluster for MemoryCluster {
         Box::pin(async move { self.check().map(|()| Vec::new()) })
     }
 
+    fn topic_size_bytes<'s, 't, 'f>(
+        &'s self,
+        _topic: &'t str,
+    ) -> BoxFuture<'f, Result<u64, BrokerError>>
+    where
+        's: 'f,
+        't: 'f,
+        Self: 'f,
+    {
+        Box::pin(async move { self.check().map(|()| 0) })
+    }
+
     fn health<'s, 'f>(&'s self) -> BoxFuture<'f, Health>
     where
         's: 'f,

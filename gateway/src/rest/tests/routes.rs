@@ -2,6 +2,7 @@
 
 use axum::http::Method;
 use serde_json::json;
+use sluice_federation::cursor::Cursor;
 
 use super::memory::NOW_MS;
 use super::{app, BINARY, JSON_V2};
@@ -35,9 +36,11 @@ async fn binary_produce_with_key_and_headers_reads_back() {
         reply.ok(200),
         json!([
             {"topic": "orders", "key": "aGk=", "value": "AAEC", "partition": 1, "offset": 0,
-             "timestamp": 1000, "headers": [{"name": "trace", "value": "eA=="}]},
+             "timestamp": 1000, "headers": [{"name": "trace", "value": "eA=="}],
+             "cursor": Cursor::at_epoch(1, [(1, 1)]).encode("orders")},
             {"topic": "orders", "key": null, "value": null, "partition": 1, "offset": 1,
-             "timestamp": NOW_MS, "headers": []}
+             "timestamp": NOW_MS, "headers": [],
+             "cursor": Cursor::at_epoch(1, [(1, 2)]).encode("orders")}
         ])
     );
     let reply = app
