@@ -68,6 +68,11 @@ pub struct Config {
     pub federation: FederationConfig,
     /// The broker clusters behind the gateway.
     pub clusters: Vec<ClusterConfig>,
+    /// A directory of `NAME.toml` files, one cluster each (the `[[clusters]]`
+    /// fields without `name`, which is the file's stem), added after
+    /// `clusters`. Like a catalog file per cluster: adding a cluster is
+    /// adding a file.
+    pub clusters_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -83,6 +88,7 @@ impl Default for Config {
             clusters: (0..3)
                 .map(|i| ClusterConfig::embedded(&format!("local-{i}")))
                 .collect(),
+            clusters_dir: None,
         }
     }
 }
@@ -309,6 +315,45 @@ pub struct FederationConfig {
     /// Per-topic down policies; an exact `topic` wins over a `prefix`,
     /// the longest prefix wins.
     pub topic_policies: Vec<TopicPolicyConfig>,
+    /// Where topic placement is kept.
+    pub placement: PlacementConfig,
+}
+
+/// Default name of the compacted topic holding shared placement.
+pub const DEFAULT_PLACEMENT_TOPIC: &str = "__sluice_placement";
+
+/// Where topic placement is kept.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlacementConfig {
+    /// `file`: `<data_dir>/placement/`, for one gateway. `kafka`: a
+    /// compacted topic on `cluster`, shared by every gateway that names it.
+    pub store: PlacementStoreKind,
+    /// The metadata cluster (a `kind = "kafka"` cluster) for `store = "kafka"`.
+    pub cluster: Option<String>,
+    /// The compacted topic for `store = "kafka"`.
+    pub topic: String,
+}
+
+impl Default for PlacementConfig {
+    fn default() -> Self {
+        Self {
+            store: PlacementStoreKind::File,
+            cluster: None,
+            topic: DEFAULT_PLACEMENT_TOPIC.to_owned(),
+        }
+    }
+}
+
+/// Kind of placement store.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PlacementStoreKind {
+    /// A local file: one gateway per data directory.
+    #[default]
+    File,
+    /// A compacted Kafka topic shared by several gateways.
+    Kafka,
 }
 
 impl Default for FederationConfig {
@@ -319,6 +364,7 @@ impl Default for FederationConfig {
             health_check_timeout_ms: DEFAULT_HEALTH_CHECK_TIMEOUT_MS,
             pins: Vec::new(),
             topic_policies: Vec::new(),
+            placement: PlacementConfig::default(),
         }
     }
 }
@@ -375,6 +421,9 @@ pub struct ClusterConfig {
     /// Settings of an embedded cluster.
     #[serde(default)]
     pub embedded: EmbeddedConfig,
+    /// Settings of a Kafka cluster; required when `kind = "kafka"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaConfig>,
 }
 
 fn default_weight() -> u32 {
@@ -390,6 +439,23 @@ impl ClusterConfig {
             weight: DEFAULT_CLUSTER_WEIGHT,
             state: ClusterState::Active,
             embedded: EmbeddedConfig::default(),
+            kafka: None,
+        }
+    }
+
+    /// A Kafka cluster with default settings.
+    pub fn kafka(name: &str, bootstrap_servers: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            kind: ClusterKind::Kafka,
+            weight: DEFAULT_CLUSTER_WEIGHT,
+            state: ClusterState::Active,
+            embedded: EmbeddedConfig::default(),
+            kafka: Some(KafkaConfig {
+                bootstrap_servers: bootstrap_servers.to_owned(),
+                request_timeout_ms: DEFAULT_KAFKA_REQUEST_TIMEOUT_MS,
+                properties: Default::default(),
+            }),
         }
     }
 }
@@ -400,6 +466,32 @@ impl ClusterConfig {
 pub enum ClusterKind {
     /// Durable on-disk log inside the gateway process.
     Embedded,
+    /// An Apache Kafka (or Kafka-protocol) cluster, through librdkafka.
+    Kafka,
+}
+
+/// Default time a Kafka call (metadata, delivery, fetch) may take.
+pub const DEFAULT_KAFKA_REQUEST_TIMEOUT_MS: u64 = 5_000;
+
+/// Settings of a Kafka cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port...]`, librdkafka's `bootstrap.servers`.
+    pub bootstrap_servers: String,
+    /// Time a call to the cluster may take before it fails (and, for
+    /// produce, before the cluster counts as down).
+    #[serde(default = "default_kafka_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Any librdkafka property, applied to the producer, the consumers and
+    /// the admin client after Sluice's defaults (so it overrides them),
+    /// e.g. `"compression.type" = "zstd"`, `"security.protocol" = "ssl"`.
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+fn default_kafka_request_timeout_ms() -> u64 {
+    DEFAULT_KAFKA_REQUEST_TIMEOUT_MS
 }
 
 /// Lifecycle state of a cluster.
@@ -462,6 +554,62 @@ impl Default for EmbeddedConfig {
     }
 }
 
+/// One cluster's file in `clusters_dir`: the `[[clusters]]` fields but `name`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterFile {
+    kind: ClusterKind,
+    #[serde(default = "default_weight")]
+    weight: u32,
+    #[serde(default)]
+    state: ClusterState,
+    #[serde(default)]
+    embedded: EmbeddedConfig,
+    #[serde(default)]
+    kafka: Option<KafkaConfig>,
+}
+
+/// Reads every `*.toml` in `dir`, sorted by name, one cluster per file.
+fn load_cluster_dir(dir: &Path) -> Result<Vec<ClusterConfig>, ConfigError> {
+    let read_err = |source| ConfigError::Read {
+        file: dir.to_owned(),
+        source,
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read_err)? {
+        let path = entry.map_err(read_err)?.path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    let mut clusters = Vec::with_capacity(files.len());
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        let parsed: ClusterFile = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            file: file.clone(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let name = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        clusters.push(ClusterConfig {
+            name,
+            kind: parsed.kind,
+            weight: parsed.weight,
+            state: parsed.state,
+            embedded: parsed.embedded,
+            kafka: parsed.kafka,
+        });
+    }
+    Ok(clusters)
+}
+
 /// A configuration error naming the file, the key and the rule broken.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -502,7 +650,15 @@ impl Config {
             file: path.to_owned(),
             source,
         })?;
-        Self::parse(&text, path)
+        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            file: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        if let Some(dir) = config.clusters_dir.clone() {
+            config.clusters.extend(load_cluster_dir(&dir)?);
+        }
+        config.validate(path)?;
+        Ok(config)
     }
 
     /// Parses and validates TOML text; `file` only names the source in errors.

@@ -140,6 +140,34 @@ pub(crate) fn validate(config: &Config, file: &Path) -> Result<(), ConfigError> 
         if !(1..=10_000).contains(&cluster.weight) {
             return Err(invalid(key("weight"), "must be between 1 and 10000".into()));
         }
+        match (cluster.kind, &cluster.kafka) {
+            (crate::ClusterKind::Kafka, None) => return Err(invalid(
+                key("kafka"),
+                "a cluster of kind \"kafka\" needs a [clusters.kafka] table with bootstrap_servers"
+                    .into(),
+            )),
+            (crate::ClusterKind::Embedded, Some(_)) => {
+                return Err(invalid(
+                    key("kafka"),
+                    "only a cluster of kind \"kafka\" takes a [clusters.kafka] table".into(),
+                ))
+            }
+            (crate::ClusterKind::Kafka, Some(k)) => {
+                if k.bootstrap_servers.trim().is_empty() {
+                    return Err(invalid(
+                        key("kafka.bootstrap_servers"),
+                        "must name at least one host:port".into(),
+                    ));
+                }
+                if k.request_timeout_ms == 0 {
+                    return Err(invalid(
+                        key("kafka.request_timeout_ms"),
+                        "must be at least 1".into(),
+                    ));
+                }
+            }
+            (crate::ClusterKind::Embedded, None) => {}
+        }
         let e = &cluster.embedded;
         if e.fsync_interval_ms == 0 {
             return Err(invalid(
@@ -181,6 +209,35 @@ pub(crate) fn validate(config: &Config, file: &Path) -> Result<(), ConfigError> 
             return Err(invalid(
                 key("cluster"),
                 format!("no cluster named {:?} is configured", pin.cluster),
+            ));
+        }
+    }
+    if f.placement.store == crate::PlacementStoreKind::Kafka {
+        let Some(name) = f.placement.cluster.as_deref() else {
+            return Err(invalid(
+                "federation.placement.cluster".into(),
+                "store = \"kafka\" needs the name of a kafka cluster to keep placement on".into(),
+            ));
+        };
+        match config.cluster(name) {
+            Some(c) if c.kind == crate::ClusterKind::Kafka => {}
+            Some(_) => {
+                return Err(invalid(
+                    "federation.placement.cluster".into(),
+                    format!("cluster {name:?} is not of kind \"kafka\""),
+                ))
+            }
+            None => {
+                return Err(invalid(
+                    "federation.placement.cluster".into(),
+                    format!("no cluster named {name:?} is configured"),
+                ))
+            }
+        }
+        if !is_valid_topic_name(&f.placement.topic) {
+            return Err(invalid(
+                "federation.placement.topic".into(),
+                format!("{:?}: {}", f.placement.topic, crate::TOPIC_NAME_RULE),
             ));
         }
     }

@@ -132,16 +132,24 @@ pub fn spawn_health_probe(
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
+            // Probed side by side, so one hung cluster does not delay the
+            // verdict on the others.
+            let mut probes = tokio::task::JoinSet::new();
             for member in members.iter() {
-                let health = match tokio::time::timeout(timeout, member.cluster.health()).await {
-                    Ok(health) => health,
-                    Err(_) => Health::Down(format!(
-                        "health probe timed out after {} ms",
-                        timeout.as_millis()
-                    )),
-                };
-                member.observe(&health);
+                let member = member.clone();
+                probes.spawn(async move {
+                    let health = match tokio::time::timeout(timeout, member.cluster.health()).await
+                    {
+                        Ok(health) => health,
+                        Err(_) => Health::Down(format!(
+                            "health probe timed out after {} ms",
+                            timeout.as_millis()
+                        )),
+                    };
+                    member.observe(&health);
+                });
             }
+            while probes.join_next().await.is_some() {}
         }
     })
 }

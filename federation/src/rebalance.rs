@@ -183,7 +183,13 @@ impl Federation {
             .into_iter()
             .filter(|m| m.from == cluster)
             .collect();
-        self.apply(moves.clone())?;
+        if let Err(e) = self.apply(moves.clone()) {
+            // Refused (a rebalance is running): the drain did not start, so
+            // the cluster must not be left draining without its moves.
+            member.set_state(previous);
+            let _ = self.rebuild_ring();
+            return Err(e);
+        }
         Ok(moves)
     }
 }

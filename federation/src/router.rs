@@ -264,6 +264,30 @@ impl Federation {
                     self.persist(change).await?;
                 }
             }
+            // A failover seals the current epoch at the high-water marks,
+            // and a fresh process has seen no produce yet: learn where each
+            // epoch homed here ends now, or a failover before the next
+            // produce would seal it at its start and cursors would skip
+            // every record written before the restart.
+            let homed: Vec<(String, u32)> = lock_read(&self.table)
+                .iter()
+                .filter(|(_, p)| p.current().is_some_and(|e| e.cluster == member.name))
+                .map(|(t, p)| (t.to_owned(), p.partitions))
+                .collect();
+            for (topic, partitions) in homed {
+                let Some(route) = self.route(&topic) else {
+                    continue;
+                };
+                for p in 0..partitions {
+                    match member.cluster.offsets(&topic, p).await {
+                        Ok(o) => route.observe_latest(p, o.latest),
+                        Err(e) => {
+                            tracing::warn!(topic, partition = p, cluster = %member.name, error = %e, "cannot learn where the current epoch ends");
+                            break;
+                        }
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -546,12 +570,12 @@ impl Federation {
     pub async fn produce(
         &self,
         topic: &str,
-        records: Vec<ProduceRecord>,
+        mut records: Vec<ProduceRecord>,
         acks: Acks,
     ) -> Result<Vec<ProducedOffset>> {
         Self::check_name(topic)?;
         // Bounded: each turn either returns or makes progress (places the
-        // topic, or fails it over to another cluster).
+        // topic, fails it over to another cluster, or finds its home down).
         for _ in 0..=self.members.iter().count() + 1 {
             let Some(route) = self.route(topic) else {
                 if !self.topics.auto_create {
@@ -589,15 +613,25 @@ impl Federation {
                     }
                 }
             }
+            // Kept for a failover topic: a home found down by this very
+            // produce (before any probe) fails over on the next turn.
+            let again = (self.policy(topic) == DownPolicy::Failover).then(|| records.clone());
             let produced = member.cluster.produce(topic, records, acks).await;
+            // Observed under the gate: an epoch switch resets the marks for
+            // the new epoch, and must not get this epoch's offsets after it.
+            if let Ok(offsets) = &produced {
+                route.observe(offsets);
+            }
             drop(guard);
-            return match produced {
-                Ok(offsets) => {
-                    route.observe(&offsets);
-                    Ok(offsets)
-                }
-                Err(e) => Err(self.cluster_error(&member, topic, e)),
-            };
+            match produced {
+                Ok(offsets) => return Ok(offsets),
+                Err(e) => match (self.cluster_error(&member, topic, e), again) {
+                    // Unavailable is retriable elsewhere; the member is now
+                    // marked down, so the next turn switches the epoch.
+                    (FederationError::HomeDown { .. }, Some(again)) => records = again,
+                    (e, _) => return Err(e),
+                },
+            }
         }
         Err(FederationError::NoHealthyCluster {
             topic: topic.to_owned(),
@@ -816,6 +850,12 @@ impl Federation {
             return Ok(());
         }
         let target = self.member_or_err(&to)?.clone();
+        if target.state() != ClusterState::Active {
+            return Err(FederationError::Conflict(format!(
+                "cluster {to:?} is {:?} and takes no topics; only an active cluster can become a home",
+                target.state()
+            )));
+        }
         if !target.is_up() {
             return Err(FederationError::HomeDown {
                 topic: topic.to_owned(),

@@ -115,6 +115,12 @@ impl Gateway {
                     embedded.push(opened.clone());
                     clusters.push((cluster.clone(), opened));
                 }
+                ClusterKind::Kafka => {
+                    anyhow::bail!(
+                        "cluster {:?}: kind \"kafka\" is not available in this build yet",
+                        cluster.name
+                    );
+                }
             }
         }
         let store = FileStore::open(&data_dir).context("opening the placement store")?;

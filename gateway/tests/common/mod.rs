@@ -75,6 +75,12 @@ impl TestGateway {
         }
     }
 
+    /// The running gateway, for what tests reach past HTTP: the federation,
+    /// and embedded clusters' fault switches.
+    pub fn gateway(&self) -> &Gateway {
+        &self.gateway
+    }
+
     /// Shuts down and waits for the drain.
     pub async fn stop(self) {
         self.gateway.stop().await;
