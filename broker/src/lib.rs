@@ -7,10 +7,12 @@
 //! - [`partitioner`]: Kafka's default partitioner (murmur2 of the key), so
 //!   records land where Java and librdkafka clients would put them.
 //! - [`embedded`]: the embedded backend, a durable segmented log on disk.
+//! - [`kafka`]: the Kafka backend, a real Kafka cluster through librdkafka.
 
 pub mod cluster;
 pub mod embedded;
 pub mod error;
+pub mod kafka;
 pub mod partitioner;
 pub mod record;
 

@@ -11,11 +11,13 @@
 //! - [`ring`]: the consistent-hash ring over active clusters.
 //! - [`placement`]: the placement table of epochs, pure.
 //! - [`cursor`]: opaque, versioned reader cursors.
-//! - [`store`]: where placement is kept (a local file for one node).
+//! - [`store`]: where placement is kept (a local file for one node);
+//!   [`kafka_store`]: a compacted Kafka topic shared by several gateways.
 //! - [`error`] holds [`FederationError`].
 
 pub mod cursor;
 pub mod error;
+pub mod kafka_store;
 pub mod members;
 pub mod placement;
 pub mod rebalance;

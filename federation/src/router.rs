@@ -124,6 +124,20 @@ impl TopicRoute {
     }
 }
 
+/// Applies changes other gateways stored, until the federation is gone or
+/// the store stops reporting.
+async fn follow(
+    federation: std::sync::Weak<Federation>,
+    mut changes: tokio::sync::mpsc::UnboundedReceiver<PlacementChange>,
+) {
+    while let Some(change) = changes.recv().await {
+        let Some(federation) = federation.upgrade() else {
+            return;
+        };
+        federation.apply_remote(&change);
+    }
+}
+
 /// Every cluster behind the gateway, presented as one.
 pub struct Federation {
     pub(crate) members: Arc<Members>,
@@ -137,12 +151,15 @@ pub struct Federation {
     topics: TopicsConfig,
     pub(crate) rebalance: Mutex<RebalanceState>,
     probe: Mutex<Option<JoinHandle<()>>>,
+    watcher: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Drop for Federation {
     fn drop(&mut self) {
-        if let Some(probe) = self.probe.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            probe.abort();
+        for task in [&self.probe, &self.watcher] {
+            if let Some(task) = task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                task.abort();
+            }
         }
     }
 }
@@ -174,12 +191,9 @@ impl Federation {
                 Arc::new(Member::new(&config, c))
             })
             .collect();
-        Self::build(
-            members,
-            FederationConfig::default(),
-            topics,
-            Arc::new(MemoryStore::new()),
-        )
+        let store: Arc<dyn PlacementStore> = Arc::new(MemoryStore::new());
+        let table = store.load()?;
+        Self::build(members, FederationConfig::default(), topics, store, table)
     }
 
     fn build(
@@ -187,6 +201,7 @@ impl Federation {
         config: FederationConfig,
         topics: TopicsConfig,
         store: Arc<dyn PlacementStore>,
+        table: PlacementTable,
     ) -> Result<Self> {
         if members.is_empty() {
             return Err(FederationError::NoCluster);
@@ -194,7 +209,6 @@ impl Federation {
         let members = Arc::new(Members::new(members));
         let ring = TopicRing::new(members.active_weights())
             .map_err(|e| FederationError::Config(e.to_string()))?;
-        let table = store.load()?;
         Ok(Self {
             members,
             ring: RwLock::new(ring),
@@ -206,6 +220,7 @@ impl Federation {
             topics,
             rebalance: Mutex::new(RebalanceState::default()),
             probe: Mutex::new(None),
+            watcher: Mutex::new(None),
         })
     }
 
@@ -221,13 +236,23 @@ impl Federation {
             .iter()
             .map(|(c, cluster)| Arc::new(Member::new(c, cluster.clone())))
             .collect();
+        // A shared store reads over the network: keep it off the runtime's workers.
+        let loader = store.clone();
+        let table = tokio::task::spawn_blocking(move || loader.load())
+            .await
+            .map_err(|e| FederationError::Internal(format!("placement load task: {e}")))??;
         let federation = Arc::new(Self::build(
             members,
             config.federation.clone(),
             config.topics.clone(),
             store,
+            table,
         )?);
         federation.reconcile().await?;
+        if let Some(changes) = federation.store.watch() {
+            let task = tokio::spawn(follow(Arc::downgrade(&federation), changes));
+            *federation.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+        }
         let probe = spawn_health_probe(
             federation.members.clone(),
             Duration::from_millis(config.federation.health_check_interval_ms),
@@ -290,6 +315,35 @@ impl Federation {
             }
         }
         Ok(())
+    }
+
+    /// Applies a change another gateway stored: its own writes and reads
+    /// follow the new epoch from the next request on.
+    pub fn apply_remote(&self, change: &PlacementChange) {
+        let applied = lock_write(&self.table).apply(change);
+        match applied {
+            Ok(crate::placement::Applied::Changed) => {
+                let topic = change.topic();
+                let start = lock_read(&self.table)
+                    .current(topic)
+                    .map(|e| e.start_offsets.clone());
+                match start {
+                    Some(start) => {
+                        if let Some(route) = lock_read(&self.routes).get(topic) {
+                            route.reset(start);
+                        }
+                    }
+                    None => {
+                        lock_write(&self.routes).remove(topic);
+                    }
+                }
+                tracing::info!(topic, "placement changed by another gateway");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring a placement change from the shared store")
+            }
+        }
     }
 
     /// The members, in configuration order.
@@ -625,6 +679,13 @@ impl Federation {
             drop(guard);
             match produced {
                 Ok(offsets) => return Ok(offsets),
+                Err(BrokerError::UnknownTopic(_)) if self.topics.auto_create => {
+                    // The home lost a placed topic (deleted out of band, or a
+                    // broker that kept nothing over a restart). Like Kafka's
+                    // auto-creation, make it again there with the partition
+                    // count placement knows; the client retries.
+                    return Err(self.recreate_on_home(&member, topic).await);
+                }
                 Err(e) => match (self.cluster_error(&member, topic, e), again) {
                     // Unavailable is retriable elsewhere; the member is now
                     // marked down, so the next turn switches the epoch.
@@ -636,6 +697,23 @@ impl Federation {
         Err(FederationError::NoHealthyCluster {
             topic: topic.to_owned(),
         })
+    }
+
+    async fn recreate_on_home(&self, member: &Member, topic: &str) -> FederationError {
+        let partitions = lock_read(&self.table).get(topic).map(|p| p.partitions);
+        let Some(partitions) = partitions else {
+            return BrokerError::UnknownTopic(topic.to_owned()).into();
+        };
+        tracing::warn!(topic, cluster = %member.name, partitions, "home cluster lost the topic; creating it again");
+        match member.cluster.create_topic(topic, partitions).await {
+            Ok(_) | Err(BrokerError::TopicExists(_)) => FederationError::HomeDown {
+                topic: topic.to_owned(),
+                cluster: member.name.clone(),
+                reason: "the topic was missing on its home and has been created again; retry"
+                    .into(),
+            },
+            Err(e) => self.cluster_error(member, topic, e),
+        }
     }
 
     /// Reads a partition of a topic from where `start` says, crossing into

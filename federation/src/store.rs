@@ -82,6 +82,13 @@ pub trait PlacementStore: Send + Sync {
 
     /// Stores a change; it is durable when this returns `Ok`.
     fn append(&self, change: &PlacementChange) -> Result<()>;
+
+    /// Changes stored by others (other gateways sharing the store), as they
+    /// arrive, for the federation to apply. A store only this process
+    /// writes has none to report.
+    fn watch(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<PlacementChange>> {
+        None
+    }
 }
 
 /// The placement log of a single node, in `<data_dir>/placement/`.

@@ -17,9 +17,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use sluice_broker::embedded::EmbeddedCluster;
+use sluice_broker::kafka::KafkaCluster;
 use sluice_broker::Cluster;
+use sluice_config::PlacementStoreKind;
 use sluice_config::{ClusterConfig, ClusterKind, Config};
-use sluice_federation::store::FileStore;
+use sluice_federation::kafka_store::KafkaStore;
+use sluice_federation::store::{FileStore, PlacementStore};
 use sluice_federation::Federation;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -57,6 +60,7 @@ pub struct Gateway {
     listeners: JoinSet<()>,
     federation: Arc<Federation>,
     embedded: Vec<Arc<EmbeddedCluster>>,
+    kafka: Vec<Arc<KafkaCluster>>,
 }
 
 /// Starts a gateway's shutdown from anywhere (signal handler, tests).
@@ -101,6 +105,7 @@ impl Gateway {
 
         let mut clusters: Vec<(ClusterConfig, Arc<dyn Cluster>)> = Vec::new();
         let mut embedded = Vec::new();
+        let mut kafka = Vec::new();
         for cluster in &config.clusters {
             match cluster.kind {
                 ClusterKind::Embedded => {
@@ -116,15 +121,23 @@ impl Gateway {
                     clusters.push((cluster.clone(), opened));
                 }
                 ClusterKind::Kafka => {
-                    anyhow::bail!(
-                        "cluster {:?}: kind \"kafka\" is not available in this build yet",
-                        cluster.name
-                    );
+                    // Validation guarantees the table; a cluster that is down
+                    // is no reason to fail startup (its health says so).
+                    let settings = cluster.kafka.as_ref().with_context(|| {
+                        format!(
+                            "cluster {:?}: kind \"kafka\" needs [clusters.kafka]",
+                            cluster.name
+                        )
+                    })?;
+                    let connected = KafkaCluster::connect(&cluster.name, settings)
+                        .with_context(|| format!("configuring kafka cluster {:?}", cluster.name))?;
+                    kafka.push(connected.clone());
+                    clusters.push((cluster.clone(), connected));
                 }
             }
         }
-        let store = FileStore::open(&data_dir).context("opening the placement store")?;
-        let federation = Federation::open(clusters, &config, Arc::new(store))
+        let store = open_placement_store(&config).await?;
+        let federation = Federation::open(clusters, &config, store)
             .await
             .context("opening the federation")?;
 
@@ -208,6 +221,7 @@ impl Gateway {
             listeners,
             federation,
             embedded,
+            kafka,
         })
     }
 
@@ -231,6 +245,12 @@ impl Gateway {
     pub async fn wait(mut self) {
         while self.listeners.join_next().await.is_some() {}
         drop(self.federation);
+        // Records still queued in librdkafka (acks=0) go out before exit.
+        for cluster in &self.kafka {
+            if let Err(e) = cluster.shutdown().await {
+                tracing::error!(cluster = cluster.name(), error = %e, "flushing on shutdown failed");
+            }
+        }
         for cluster in &self.embedded {
             if let Err(e) = cluster.shutdown() {
                 tracing::error!(cluster = cluster.name(), error = %e, "flushing on shutdown failed");
@@ -242,6 +262,39 @@ impl Gateway {
     pub async fn stop(self) {
         self.shutdown.shutdown();
         self.wait().await;
+    }
+}
+
+/// The placement store the config names: a local file, or a compacted topic
+/// on a Kafka cluster shared with other gateways.
+async fn open_placement_store(config: &Config) -> anyhow::Result<Arc<dyn PlacementStore>> {
+    let placement = &config.federation.placement;
+    match placement.store {
+        PlacementStoreKind::File => Ok(Arc::new(
+            FileStore::open(&config.storage.data_dir).context("opening the placement store")?,
+        )),
+        PlacementStoreKind::Kafka => {
+            // Validation guarantees the cluster exists and is a Kafka one.
+            let name = placement.cluster.clone().unwrap_or_default();
+            let kafka = config
+                .cluster(&name)
+                .and_then(|c| c.kafka.clone())
+                .with_context(|| {
+                    format!("federation.placement.cluster {name:?} is not a kafka cluster")
+                })?;
+            let topic = placement.topic.clone();
+            let store = tokio::task::spawn_blocking(move || {
+                KafkaStore::open(
+                    &kafka.bootstrap_servers,
+                    &kafka.properties,
+                    &topic,
+                    Duration::from_millis(kafka.request_timeout_ms),
+                )
+            })
+            .await?
+            .with_context(|| format!("opening the placement topic on cluster {name:?}"))?;
+            Ok(Arc::new(store))
+        }
     }
 }
 

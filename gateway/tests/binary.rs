@@ -2,24 +2,16 @@
 //! the README's quickstart round trip, a volley of bad input each answered
 //! with the right status and error code, and a log with no panic in it.
 
-use std::io::{BufRead, BufReader, Read};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use common::process::{toml_path, SluiceProcess};
 
 use serde_json::{json, Value};
 
-const PATIENCE: Duration = Duration::from_secs(60);
-
-struct Running {
-    child: Child,
-    url: String,
-    admin_url: String,
-    /// Everything written to stderr, read on a thread so the pipe never fills.
-    log: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-fn start(dir: &Path) -> Running {
+fn start(dir: &Path) -> SluiceProcess {
     // The default config, with ephemeral ports and a data directory of the test's own.
     let default = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/sluice.toml"),
@@ -30,66 +22,9 @@ fn start(dir: &Path) -> Running {
         .replace("\"127.0.0.1:8444\"", "\"127.0.0.1:0\"")
         .replace(
             "data_dir = \"data\"",
-            &format!("data_dir = \"{}\"", dir.join("data").display()),
+            &format!("data_dir = {}", toml_path(&dir.join("data"))),
         );
-    let path = dir.join("sluice.toml");
-    std::fs::write(&path, config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sluice binary starts");
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let stderr = child.stderr.take().unwrap();
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        let mut stderr = stderr;
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = stderr.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix("sluice: listening on ") {
-                let _ = tx.send(rest.to_owned());
-            }
-        }
-    });
-    let line = rx
-        .recv_timeout(PATIENCE)
-        .expect("sluice prints its addresses");
-    // "https://127.0.0.1:PORT (admin http://127.0.0.1:PORT)"
-    let mut parts = line.split_whitespace();
-    let public = parts.next().unwrap();
-    let admin = parts.nth(1).unwrap().trim_end_matches(')');
-    let port = public.rsplit(':').next().unwrap();
-    Running {
-        child,
-        url: format!("https://localhost:{port}"),
-        admin_url: admin.to_owned(),
-        log,
-    }
-}
-
-fn client(dir: &Path) -> reqwest::Client {
-    let ca = std::fs::read(dir.join("data/tls/ca.pem")).expect("generated CA in data/tls");
-    reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
+    SluiceProcess::start(dir, &config)
 }
 
 async fn expect_error(response: reqwest::Response, status: u16, code: u64) -> String {
@@ -103,7 +38,7 @@ async fn expect_error(response: reqwest::Response, status: u16, code: u64) -> St
 async fn quickstart_round_trip_and_bad_input_without_panics() {
     let dir = tempfile::tempdir().unwrap();
     let mut running = start(dir.path());
-    let http = client(dir.path());
+    let http = SluiceProcess::client(&dir.path().join("data"));
     let url = &running.url;
     let binary = "application/vnd.kafka.binary.v2+json";
 
@@ -235,24 +170,10 @@ async fn quickstart_round_trip_and_bad_input_without_panics() {
     assert_eq!(ready.status(), 200);
 
     // SIGTERM drains and exits cleanly.
-    let pid = running.child.id().to_string();
-    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(status.success());
-    let deadline = std::time::Instant::now() + PATIENCE;
-    let exit = loop {
-        if let Some(exit) = running.child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "sluice exits after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(exit.success(), "clean exit after SIGTERM: {exit:?}");
+    assert!(running.terminate(), "clean exit after SIGTERM");
     // Give the reader thread a moment to collect the last lines.
     std::thread::sleep(Duration::from_millis(100));
-    let log = running.log.lock().unwrap().clone();
+    let log = running.log();
     assert!(!log.contains("panicked"), "a panic in the log:\n{log}");
     assert!(
         log.contains("listener certificate"),

@@ -4,13 +4,14 @@
 //! its acknowledged offset, with nothing that was never sent.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use common::process::{toml_path, SluiceProcess};
 use serde_json::{json, Value};
 
 const TOPIC: &str = "crash";
@@ -20,74 +21,29 @@ const WRITERS: usize = 8;
 const ACKED_BEFORE_KILL: usize = 2000;
 const PATIENCE: Duration = Duration::from_secs(60);
 
-struct Running {
-    child: Child,
-    url: String,
-}
-
-fn start(dir: &Path) -> Running {
-    let config = dir.join("sluice.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+fn start(dir: &Path) -> SluiceProcess {
+    let config = format!(
+        r#"
 [listener]
 address = "127.0.0.1:0"
 [admin]
 address = "127.0.0.1:0"
 insecure = true
 [storage]
-data_dir = "{}"
+data_dir = {}
 [[clusters]]
 name = "local"
 kind = "embedded"
 [clusters.embedded]
 fsync = "always"
 "#,
-            dir.join("data").display()
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("sluice binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix("sluice: listening on ") {
-                let url = rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-                let _ = tx.send(url);
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(PATIENCE)
-        .expect("sluice prints its listening address");
-    let port = url.rsplit(':').next().unwrap().to_owned();
-    Running {
-        child,
-        url: format!("https://localhost:{port}"),
-    }
+        toml_path(&dir.join("data"))
+    );
+    SluiceProcess::start(dir, &config)
 }
 
 fn client(dir: &Path) -> reqwest::Client {
-    let ca = std::fs::read(dir.join("data/tls/ca.pem")).unwrap();
-    reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
+    SluiceProcess::client(&dir.join("data"))
 }
 
 fn b64(s: &str) -> String {
@@ -161,8 +117,7 @@ async fn acknowledged_records_survive_kill_9() {
         assert!(wait_start.elapsed() < PATIENCE, "load never got going");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    running.child.kill().unwrap(); // SIGKILL
-    running.child.wait().unwrap();
+    running.kill_9();
     for w in writers {
         w.await.unwrap();
     }
@@ -221,6 +176,5 @@ async fn acknowledged_records_survive_kill_9() {
         seen_values.len()
     );
 
-    running.child.kill().unwrap();
-    running.child.wait().unwrap();
+    running.kill_9();
 }

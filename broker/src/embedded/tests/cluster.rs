@@ -132,7 +132,7 @@ async fn names_and_partition_counts_are_validated() {
     }
     assert!(matches!(
         cluster.commit_offsets("", "t", &[]).await,
-        Err(BrokerError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidInput
+        Err(BrokerError::InvalidGroupId { .. })
     ));
 }
 
