@@ -424,6 +424,10 @@ pub struct ClusterConfig {
     /// Settings of a Kafka cluster; required when `kind = "kafka"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaConfig>,
+    /// The file this cluster came from when it was read from `clusters_dir`,
+    /// so errors name it.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 fn default_weight() -> u32 {
@@ -440,6 +444,7 @@ impl ClusterConfig {
             state: ClusterState::Active,
             embedded: EmbeddedConfig::default(),
             kafka: None,
+            source: None,
         }
     }
 
@@ -456,6 +461,7 @@ impl ClusterConfig {
                 request_timeout_ms: DEFAULT_KAFKA_REQUEST_TIMEOUT_MS,
                 properties: Default::default(),
             }),
+            source: None,
         }
     }
 }
@@ -605,6 +611,7 @@ fn load_cluster_dir(dir: &Path) -> Result<Vec<ClusterConfig>, ConfigError> {
             state: parsed.state,
             embedded: parsed.embedded,
             kafka: parsed.kafka,
+            source: Some(file),
         });
     }
     Ok(clusters)

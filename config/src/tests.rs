@@ -131,3 +131,53 @@ fn topic_name_rule_is_kafkas() {
     assert!(!is_valid_topic_name("a/b"));
     assert!(!is_valid_topic_name("é"));
 }
+
+#[test]
+fn clusters_dir_adds_one_cluster_per_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let clusters = dir.path().join("clusters.d");
+    std::fs::create_dir(&clusters).unwrap();
+    // The shipped examples are valid cluster files.
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/clusters.d");
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, clusters.join(path.file_name().unwrap())).unwrap();
+    }
+    let main = dir.path().join("sluice.toml");
+    std::fs::write(
+        &main,
+        format!(
+            "clusters_dir = {:?}\n[[clusters]]\nname = \"local\"\nkind = \"embedded\"\n",
+            clusters.display().to_string()
+        ),
+    )
+    .unwrap();
+    let config = Config::load(&main).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<_> = config.clusters.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["local", "kafka-east", "kafka-north", "kafka-west"]);
+    assert!(config.clusters[1..]
+        .iter()
+        .all(|c| c.kind == ClusterKind::Kafka && c.kafka.is_some()));
+
+    // A bad cluster file is named in the error, with the key.
+    std::fs::write(
+        clusters.join("broken.toml"),
+        "kind = \"kafka\"\nweight = 0\n",
+    )
+    .unwrap();
+    let msg = Config::load(&main).unwrap_err().to_string();
+    assert!(
+        msg.contains("broken.toml") && msg.contains("weight"),
+        "{msg}"
+    );
+    std::fs::write(
+        clusters.join("broken.toml"),
+        "kind = \"kafka\"\nbogus = 1\n",
+    )
+    .unwrap();
+    let msg = Config::load(&main).unwrap_err().to_string();
+    assert!(
+        msg.contains("broken.toml") && msg.contains("bogus"),
+        "{msg}"
+    );
+}

@@ -122,6 +122,12 @@ pub(crate) fn validate(config: &Config, file: &Path) -> Result<(), ConfigError> 
     let mut names = HashSet::new();
     for (i, cluster) in config.clusters.iter().enumerate() {
         let key = |field: &str| format!("clusters[{i}].{field}");
+        // A cluster read from its own file is reported against that file.
+        let invalid = |key: String, rule: String| ConfigError::Invalid {
+            file: cluster.source.clone().unwrap_or_else(|| file.to_owned()),
+            key,
+            rule,
+        };
         if !is_valid_cluster_name(&cluster.name) {
             return Err(invalid(
                 key("name"),
