@@ -24,7 +24,7 @@ const RECORDS: usize = 20_000;
 /// Records per REST request, and the producer's batch size in records.
 const BATCH: usize = 100;
 /// REST requests in flight at once.
-const CONCURRENCY: usize = 16;
+const CONCURRENCY: usize = 64;
 const VALUE_BYTES: usize = 100;
 const TOPIC: &str = "bench";
 const PARTITIONS: u32 = 3;

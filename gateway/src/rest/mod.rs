@@ -25,6 +25,7 @@ pub mod media;
 pub mod metadata;
 pub mod produce;
 pub mod records;
+pub mod sse;
 pub mod time;
 pub mod v3;
 pub mod v3_records;
@@ -55,6 +56,7 @@ pub fn routes(state: AppState) -> Router {
             "/topics/{topic}/partitions/{partition}/records",
             get(records::read),
         )
+        .route("/topics/{topic}/events", get(sse::events))
         .route("/v3/clusters", get(v3::list_clusters))
         .route("/v3/clusters/{cluster_id}", get(v3::cluster))
         .route(

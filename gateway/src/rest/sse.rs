@@ -1,0 +1,525 @@
+//! Server-Sent Events: `GET /topics/{topic}/events`, a read-only live tail
+//! of every partition of a topic, for browsers' `EventSource`.
+//!
+//! The handler settles where each partition starts (`Last-Event-ID`, else
+//! `cursor=`, else `from=earliest|latest`) before answering, so a bad start
+//! is a JSON error, not a broken stream. A spawned task then polls the
+//! partitions in turn, one bounded read each, and hands rendered events to
+//! the response body through a channel of one chunk: per connection it
+//! holds at most one read batch and one rendered chunk. The task ends when
+//! the body is dropped (the client went away) or after an `error` event.
+//!
+//! Every event's `id` is a cursor over *all* partitions, at the position
+//! after that event's record, so resuming from any id neither loses nor
+//! repeats a record on any partition. `docs/sse.md` describes the protocol
+//! for clients.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use bytes::Bytes;
+use hyper::body::Frame;
+use serde::Serialize;
+use sluice_broker::Record;
+use sluice_federation::cursor::{Cursor, Position};
+use sluice_federation::{Federation, FederationError, ReadBatch, ReadStart};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::extract::{PathParams, QueryParams};
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// Media type of the stream.
+pub const EVENT_STREAM: &str = "text/event-stream";
+
+/// Header a browser sends on reconnect, with the last `id` it saw.
+pub const LAST_EVENT_ID: &str = "last-event-id";
+
+/// Interval of `: keep-alive` comments on an idle stream, so proxies do not
+/// close it.
+pub const DEFAULT_SSE_HEARTBEAT_MS: u64 = 15_000;
+/// Lowest `heartbeat_ms` honoured: lower asks are raised to it.
+pub const MIN_SSE_HEARTBEAT_MS: u64 = 10;
+/// Highest `heartbeat_ms` honoured: higher asks are lowered to it.
+pub const MAX_SSE_HEARTBEAT_MS: u64 = 300_000;
+
+/// Sleep between polling rounds that found no record.
+pub const DEFAULT_SSE_POLL_IDLE_MS: u64 = 100;
+
+/// `max_bytes` of each partition read: the bound on what one connection
+/// holds of a batch.
+pub const DEFAULT_SSE_READ_MAX_BYTES: usize = 256 * 1024;
+
+/// Rendered events are handed to the body in chunks of about this size, so
+/// a batch of many small records on a wide topic (whose every event id
+/// names every partition) is never rendered whole.
+pub const DEFAULT_SSE_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Reconnect delay suggested to `EventSource` by the stream's first line.
+pub const DEFAULT_SSE_RETRY_MS: u64 = 1_000;
+
+/// Rendered chunks queued between the reading task and the body: one, so
+/// the task reads ahead by at most one batch.
+const CHANNEL_CHUNKS: usize = 1;
+
+/// Budget of the read that finds where "earliest" starts; a read returns at
+/// least one record when any is available, and only its position is kept.
+const EARLIEST_PROBE_MAX_BYTES: usize = 1;
+
+/// Attempts at reading `latest` offsets within one epoch when an epoch
+/// switch races with them.
+const LATEST_ATTEMPTS: usize = 3;
+
+/// `GET /topics/{topic}/events[?from=earliest|latest][&cursor=C][&heartbeat_ms=N]`.
+///
+/// `Last-Event-ID` (a cursor) wins over the query, since a reconnecting
+/// `EventSource` sends it along with the URL it first opened.
+pub async fn events(
+    State(state): State<AppState>,
+    path: PathParams,
+    query: QueryParams,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let topic = path.topic()?.to_owned();
+    check_accept(&headers)?;
+    let heartbeat = heartbeat_interval(&query)?;
+    let info = state.federation.describe_topic(&topic).await?;
+    let start = StartAt::from_request(&headers, &query, &topic)?;
+    let cursor = resolve(&state.federation, &topic, info.partitions, start).await?;
+
+    let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+    let tail = Tail {
+        federation: Arc::clone(&state.federation),
+        topic,
+        cursor,
+        heartbeat,
+        poll_idle: Duration::from_millis(DEFAULT_SSE_POLL_IDLE_MS),
+        max_bytes: DEFAULT_SSE_READ_MAX_BYTES,
+    };
+    tokio::spawn(tail.run(tx));
+
+    let mut response = Body::new(EventBody { rx }).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(EVENT_STREAM));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // nginx buffers responses by default, which would hold events back.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// Refuses an `Accept` that rules out an event stream; no `Accept` is fine.
+fn check_accept(headers: &HeaderMap) -> Result<(), ApiError> {
+    let mut any = false;
+    for value in headers.get_all(header::ACCEPT) {
+        let Ok(value) = value.to_str() else {
+            return Err(ApiError::bad_request("Accept header is not visible ASCII"));
+        };
+        for range in value.split(',').filter(|r| !r.trim().is_empty()) {
+            any = true;
+            let mut parts = range.split(';');
+            let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+            let refused = parts.any(|p| {
+                p.split_once('=').is_some_and(|(k, v)| {
+                    k.trim() == "q" && v.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+                })
+            });
+            if !refused && matches!(essence.as_str(), EVENT_STREAM | "text/*" | "*/*") {
+                return Ok(());
+            }
+        }
+    }
+    if any {
+        Err(ApiError::not_acceptable(
+            406,
+            format!("this route answers only {EVENT_STREAM}"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// `heartbeat_ms`, clamped to what the gateway honours.
+fn heartbeat_interval(query: &QueryParams) -> Result<Duration, ApiError> {
+    let ms = query
+        .u64("heartbeat_ms")?
+        .map_or(DEFAULT_SSE_HEARTBEAT_MS, |ms| {
+            ms.clamp(MIN_SSE_HEARTBEAT_MS, MAX_SSE_HEARTBEAT_MS)
+        });
+    Ok(Duration::from_millis(ms))
+}
+
+/// Where the stream starts, as the request asks.
+#[derive(Debug)]
+enum StartAt {
+    Cursor(Cursor),
+    Earliest,
+    Latest,
+}
+
+impl StartAt {
+    fn from_request(
+        headers: &HeaderMap,
+        query: &QueryParams,
+        topic: &str,
+    ) -> Result<Self, ApiError> {
+        let decode = |text: &str| {
+            Cursor::decode(text, topic)
+                .map(Self::Cursor)
+                .map_err(|e| ApiError::from(FederationError::from(e)))
+        };
+        if let Some(value) = headers.get(LAST_EVENT_ID) {
+            let text = value
+                .to_str()
+                .map_err(|_| ApiError::bad_request("Last-Event-ID is not visible ASCII"))?
+                .trim();
+            // An empty id is what a browser sends before it saw any id.
+            if !text.is_empty() {
+                return decode(text);
+            }
+        }
+        match (query.get("cursor"), query.get("from")) {
+            (Some(_), Some(_)) => Err(ApiError::bad_request(
+                "give either `cursor` or `from`, not both",
+            )),
+            (Some(cursor), None) => decode(cursor),
+            (None, None | Some("latest")) => Ok(Self::Latest),
+            (None, Some("earliest")) => Ok(Self::Earliest),
+            (None, Some(other)) => Err(ApiError::bad_request(format!(
+                "query parameter from must be earliest or latest, got {other:?}"
+            ))),
+        }
+    }
+}
+
+/// A cursor with a position for each of the topic's `partitions`.
+async fn resolve(
+    federation: &Federation,
+    topic: &str,
+    partitions: u32,
+    start: StartAt,
+) -> Result<Cursor, ApiError> {
+    match start {
+        StartAt::Cursor(cursor) => {
+            if let Some(p) = cursor
+                .positions()
+                .iter()
+                .find(|p| p.partition >= partitions)
+            {
+                return Err(ApiError::bad_request(format!(
+                    "invalid cursor: topic {topic:?} has {partitions} partitions, the cursor names partition {}",
+                    p.partition
+                )));
+            }
+            if let Some(missing) = (0..partitions).find(|p| cursor.position(*p).is_none()) {
+                return Err(ApiError::bad_request(format!(
+                    "invalid cursor: it has no position for partition {missing}; \
+                     use an event id from this route, which covers every partition"
+                )));
+            }
+            Ok(cursor)
+        }
+        StartAt::Earliest => {
+            let mut cursor = Cursor::default();
+            for partition in 0..partitions {
+                let probe = federation
+                    .read(
+                        topic,
+                        partition,
+                        ReadStart::Earliest,
+                        EARLIEST_PROBE_MAX_BYTES,
+                    )
+                    .await?;
+                let next_offset = probe
+                    .records
+                    .first()
+                    .map_or(probe.next_offset, |r| r.offset);
+                cursor.set(Position {
+                    partition,
+                    epoch: probe.epoch,
+                    next_offset,
+                });
+            }
+            Ok(cursor)
+        }
+        StartAt::Latest => {
+            let mut epoch = federation.describe_topic(topic).await?.epoch;
+            let mut cursor = Cursor::default();
+            for _ in 0..LATEST_ATTEMPTS {
+                for partition in 0..partitions {
+                    let latest = federation.offsets(topic, partition).await?.latest;
+                    cursor.set(Position {
+                        partition,
+                        epoch,
+                        next_offset: latest,
+                    });
+                }
+                // Offsets belong to the epoch current when they were read:
+                // if it changed meanwhile, some may be the new cluster's.
+                let now = federation.describe_topic(topic).await?.epoch;
+                if now == epoch {
+                    return Ok(cursor);
+                }
+                epoch = now;
+            }
+            Err(FederationError::Conflict(format!(
+                "topic {topic:?} kept changing epochs while the stream started; retry"
+            ))
+            .into())
+        }
+    }
+}
+
+/// The reading side of one stream.
+struct Tail {
+    federation: Arc<Federation>,
+    topic: String,
+    /// The position after the last record sent, on every partition.
+    cursor: Cursor,
+    heartbeat: Duration,
+    poll_idle: Duration,
+    max_bytes: usize,
+}
+
+impl Tail {
+    /// Polls every partition in turn until the client goes away or a read
+    /// fails.
+    async fn run(mut self, tx: mpsc::Sender<Bytes>) {
+        let retry = Bytes::from(format!("retry: {DEFAULT_SSE_RETRY_MS}\n\n"));
+        if tx.send(retry).await.is_err() {
+            return;
+        }
+        let partitions: Vec<u32> = self
+            .cursor
+            .positions()
+            .iter()
+            .map(|p| p.partition)
+            .collect();
+        let mut last_sent = Instant::now();
+        loop {
+            let mut delivered = false;
+            for &partition in &partitions {
+                let Some(position) = self.cursor.position(partition) else {
+                    continue;
+                };
+                let read = self
+                    .federation
+                    .read(
+                        &self.topic,
+                        partition,
+                        ReadStart::Cursor(Cursor::new([position])),
+                        self.max_bytes,
+                    )
+                    .await;
+                let step = match read {
+                    Ok(batch) => self.deliver(&tx, partition, &batch).await,
+                    Err(e) => Err(Stop::Failed(e.into())),
+                };
+                match step {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        last_sent = Instant::now();
+                        delivered = true;
+                    }
+                    Err(Stop::Closed) => return,
+                    Err(Stop::Failed(error)) => {
+                        tracing::debug!(
+                            messaging.destination.name = %self.topic,
+                            error = %error,
+                            "event stream ends on an error"
+                        );
+                        let _ = tx.send(error_event(&error)).await;
+                        return;
+                    }
+                }
+            }
+            if delivered {
+                continue;
+            }
+            if last_sent.elapsed() >= self.heartbeat {
+                if tx
+                    .send(Bytes::from_static(b": keep-alive\n\n"))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                last_sent = Instant::now();
+            }
+            let until_heartbeat = self.heartbeat.saturating_sub(last_sent.elapsed());
+            tokio::select! {
+                () = tokio::time::sleep(self.poll_idle.min(until_heartbeat)) => {}
+                () = tx.closed() => return,
+            }
+        }
+    }
+
+    /// Sends the events of a batch in chunks of about
+    /// [`DEFAULT_SSE_CHUNK_BYTES`], advancing the cursor past each record;
+    /// says whether there was any.
+    async fn deliver(
+        &mut self,
+        tx: &mpsc::Sender<Bytes>,
+        partition: u32,
+        batch: &ReadBatch,
+    ) -> Result<bool, Stop> {
+        let mut out = Vec::new();
+        for record in &batch.records {
+            self.cursor.set(Position {
+                partition,
+                epoch: batch.epoch,
+                next_offset: record.offset + 1,
+            });
+            render(&mut out, &self.topic, &self.cursor, record).map_err(Stop::Failed)?;
+            if out.len() >= DEFAULT_SSE_CHUNK_BYTES {
+                send(tx, std::mem::take(&mut out)).await?;
+            }
+        }
+        // Also after an empty batch: the read may have moved on to a later
+        // epoch.
+        self.cursor.set(Position {
+            partition,
+            epoch: batch.epoch,
+            next_offset: batch.next_offset,
+        });
+        if !out.is_empty() {
+            send(tx, out).await?;
+        }
+        Ok(!batch.records.is_empty())
+    }
+}
+
+/// Why a stream stops.
+enum Stop {
+    /// The client went away.
+    Closed,
+    /// A read failed: the client gets an `error` event.
+    Failed(ApiError),
+}
+
+async fn send(tx: &mpsc::Sender<Bytes>, chunk: Vec<u8>) -> Result<(), Stop> {
+    tx.send(Bytes::from(chunk)).await.map_err(|_| Stop::Closed)
+}
+
+/// Appends one `record` event whose id is `cursor` (already past `record`).
+fn render(
+    out: &mut Vec<u8>,
+    topic: &str,
+    cursor: &Cursor,
+    record: &Record,
+) -> Result<(), ApiError> {
+    out.extend_from_slice(b"id: ");
+    out.extend_from_slice(cursor.encode(topic).as_bytes());
+    out.extend_from_slice(b"\nevent: record\ndata: ");
+    let data = RecordData {
+        topic,
+        key: record.key.as_ref().map(|k| BASE64.encode(k)),
+        value: record.value.as_ref().map(|v| BASE64.encode(v)),
+        partition: record.partition,
+        offset: record.offset,
+        timestamp: record.timestamp_ms,
+        headers: record
+            .headers
+            .iter()
+            .map(|h| HeaderData {
+                name: &h.name,
+                value: BASE64.encode(&h.value),
+            })
+            .collect(),
+    };
+    // Compact JSON has no raw newline, so it fits one `data:` line.
+    serde_json::to_writer(&mut *out, &data).map_err(|e| ApiError::internal(&e))?;
+    out.extend_from_slice(b"\n\n");
+    Ok(())
+}
+
+/// `event: error` with Confluent's error shape; the stream ends after it.
+fn error_event(error: &ApiError) -> Bytes {
+    let body = serde_json::json!({"error_code": error.error_code, "message": error.message});
+    Bytes::from(format!("event: error\ndata: {body}\n\n"))
+}
+
+/// One record, in the REST records shape with base64 keys and values.
+#[derive(Serialize)]
+struct RecordData<'a> {
+    topic: &'a str,
+    key: Option<String>,
+    value: Option<String>,
+    partition: u32,
+    offset: u64,
+    timestamp: i64,
+    headers: Vec<HeaderData<'a>>,
+}
+
+#[derive(Serialize)]
+struct HeaderData<'a> {
+    name: &'a str,
+    value: String,
+}
+
+/// The response body: chunks from the reading task. Dropping it (the
+/// client went away) closes the channel, which stops the task.
+struct EventBody {
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl hyper::body::Body for EventBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn accept_takes_event_streams_and_wildcards() {
+        assert!(check_accept(&HeaderMap::new()).is_ok());
+        for ok in [
+            "text/event-stream",
+            "text/*",
+            "*/*",
+            "application/json, */*;q=0.1",
+        ] {
+            assert!(check_accept(&accept(ok)).is_ok(), "{ok}");
+        }
+        for refused in ["application/json", "text/event-stream;q=0"] {
+            let err = check_accept(&accept(refused)).unwrap_err();
+            assert_eq!(err.status.as_u16(), 406, "{refused}");
+        }
+    }
+
+    #[test]
+    fn error_event_is_one_json_line() {
+        let event = error_event(&ApiError::bad_request("two\nlines"));
+        let text = std::str::from_utf8(&event).unwrap();
+        assert_eq!(
+            text,
+            "event: error\ndata: {\"error_code\":400,\"message\":\"two\\nlines\"}\n\n"
+        );
+    }
+}
