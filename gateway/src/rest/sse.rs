@@ -514,6 +514,39 @@ mod tests {
     }
 
     #[test]
+    fn docs_example_id_is_a_real_cursor() {
+        let docs = include_str!("../../../docs/sse.md");
+        let id = "AYrApwkBAwAADAEAKgIAB-tGc00";
+        assert!(docs.contains(&format!("id: {id}")));
+        assert_eq!(
+            Cursor::decode(id, "orders").unwrap(),
+            Cursor::at_epoch(1, [(0, 12), (1, 42), (2, 7)])
+        );
+    }
+
+    #[test]
+    fn record_event_matches_the_docs() {
+        let record = Record {
+            partition: 1,
+            offset: 41,
+            timestamp_ms: 1_700_000_000_000,
+            key: Some(Bytes::from_static(b"order-7")),
+            value: Some(Bytes::from_static(br#"{"total":12.5}"#)),
+            headers: vec![sluice_broker::Header {
+                name: "trace".into(),
+                value: Bytes::from_static(b"t-1"),
+            }],
+        };
+        let cursor = Cursor::at_epoch(1, [(0, 12), (1, 42), (2, 7)]);
+        let mut out = Vec::new();
+        render(&mut out, "orders", &cursor, &record).unwrap();
+        let event = String::from_utf8(out).unwrap();
+        let docs = include_str!("../../../docs/sse.md");
+        assert!(docs.contains(event.trim_end()), "{event}");
+        assert!(event.ends_with("\n\n"));
+    }
+
+    #[test]
     fn error_event_is_one_json_line() {
         let event = error_event(&ApiError::bad_request("two\nlines"));
         let text = std::str::from_utf8(&event).unwrap();
