@@ -1,5 +1,6 @@
 //! The `sluice` command: config → logging → start → serve → drain.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -97,7 +98,11 @@ fn main() -> anyhow::Result<()> {
         }
         Command::CheckConfig { config } => {
             let config = load(Some(&config))?;
-            print!("{}", toml::to_string_pretty(&config)?);
+            let _ = write!(
+                std::io::stdout().lock(),
+                "{}",
+                toml::to_string_pretty(&config)?
+            );
             Ok(())
         }
         Command::Federation {
@@ -126,7 +131,12 @@ fn main() -> anyhow::Result<()> {
                 .build()
                 .context("starting the async runtime")?;
             let (status, body) = runtime.block_on(admin_client::call(&admin, method, &path))?;
-            println!("{}", serde_json::to_string_pretty(&body)?);
+            // A reader that goes away (`| head`) is not an error worth a panic.
+            let _ = writeln!(
+                std::io::stdout().lock(),
+                "{}",
+                serde_json::to_string_pretty(&body)?
+            );
             if status >= 400 {
                 anyhow::bail!("the admin API answered {status}");
             }
