@@ -13,6 +13,8 @@ pub struct AppState {
     pub federation: Arc<Federation>,
     /// The configuration the gateway was started with.
     pub config: Arc<Config>,
+    /// Tells long-lived responses when the gateway starts draining.
+    pub shutdown: crate::server::ShutdownHandle,
 }
 
 /// The public listener's router.

@@ -70,8 +70,15 @@ pub struct ShutdownHandle {
     draining: Arc<AtomicBool>,
 }
 
+impl Default for ShutdownHandle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl ShutdownHandle {
-    fn new() -> Self {
+    /// A handle whose shutdown nobody has started yet.
+    pub fn new() -> Self {
         let (tx, _) = watch::channel(false);
         Self {
             tx: Arc::new(tx),
@@ -88,6 +95,13 @@ impl ShutdownHandle {
     /// Whether shutdown has begun (readiness turns false).
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once shutdown has begun: long-lived responses (event
+    /// streams) end then, so the drain does not wait out its grace period.
+    pub async fn draining(&self) {
+        let mut rx = self.tx.subscribe();
+        let _ = rx.wait_for(|draining| *draining).await;
     }
 
     fn subscribe(&self) -> watch::Receiver<bool> {
@@ -145,6 +159,7 @@ impl Gateway {
         let state = AppState {
             federation: federation.clone(),
             config: config.clone(),
+            shutdown: shutdown.clone(),
         };
         let grace = Duration::from_millis(config.gateway.shutdown_grace_ms);
 

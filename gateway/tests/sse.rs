@@ -537,3 +537,30 @@ async fn batches_larger_than_a_chunk_arrive_whole() {
     drop(stream);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_drain_ends_open_streams_instead_of_waiting_out_the_grace() {
+    // A long grace period: the stop below must not need it.
+    let gw = TestGateway::start_with(|c| c.gateway.shutdown_grace_ms = 30_000).await;
+    create_topic(&gw, "draining", 1).await;
+    let mut stream = EventStream::open(&gw, "/topics/draining/events?heartbeat_ms=50", None).await;
+    stream
+        .next_frame(EVENT_WAIT)
+        .await
+        .expect("the stream is open");
+    let stopped = tokio::time::timeout(Duration::from_secs(10), gw.stop()).await;
+    assert!(stopped.is_ok(), "the drain ended the open stream");
+    // The client sees the stream end (and would reconnect elsewhere).
+    let mut ended = false;
+    for _ in 0..100 {
+        if stream
+            .next_frame(Duration::from_millis(200))
+            .await
+            .is_none()
+        {
+            ended = true;
+            break;
+        }
+    }
+    assert!(ended, "the stream ended");
+}

@@ -38,6 +38,7 @@ use tokio::time::Instant;
 use super::extract::{PathParams, QueryParams};
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::server::ShutdownHandle;
 
 /// Media type of the stream.
 pub const EVENT_STREAM: &str = "text/event-stream";
@@ -100,6 +101,7 @@ pub async fn events(
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
     let tail = Tail {
         federation: Arc::clone(&state.federation),
+        shutdown: state.shutdown.clone(),
         topic,
         cursor,
         heartbeat,
@@ -282,6 +284,9 @@ async fn resolve(
 /// The reading side of one stream.
 struct Tail {
     federation: Arc<Federation>,
+    /// A drain ends the stream (the client reconnects elsewhere with its
+    /// `Last-Event-ID`), rather than holding the drain for its grace period.
+    shutdown: ShutdownHandle,
     topic: String,
     /// The position after the last record sent, on every partition.
     cursor: Cursor,
@@ -306,6 +311,9 @@ impl Tail {
             .collect();
         let mut last_sent = Instant::now();
         loop {
+            if self.shutdown.is_draining() {
+                return;
+            }
             let mut delivered = false;
             for &partition in &partitions {
                 let Some(position) = self.cursor.position(partition) else {
@@ -359,6 +367,7 @@ impl Tail {
             tokio::select! {
                 () = tokio::time::sleep(self.poll_idle.min(until_heartbeat)) => {}
                 () = tx.closed() => return,
+                () = self.shutdown.draining() => return,
             }
         }
     }

@@ -94,6 +94,7 @@ fn app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let clusters: Vec<Arc<dyn Cluster>> = vec![cluster.clone()];
     let federation = Federation::new(clusters, config.topics.clone()).expect("federation");
     let state = AppState {
+        shutdown: crate::server::ShutdownHandle::new(),
         federation: Arc::new(federation),
         config: Arc::new(config),
     };
