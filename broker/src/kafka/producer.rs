@@ -241,17 +241,21 @@ async fn send_all(
 ) -> Result<Vec<ProducedOffset>, BrokerError> {
     let mut deliveries = Vec::with_capacity(placed.len());
     for record in &placed {
-        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-        for h in &record.headers {
-            headers = headers.insert(KafkaHeader {
-                key: &h.name,
-                value: Some(&h.value[..]),
-            });
-        }
         let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic)
             .partition(record.partition as i32)
-            .timestamp(record.timestamp_ms)
-            .headers(headers);
+            .timestamp(record.timestamp_ms);
+        // No header list at all for records without headers: librdkafka
+        // allocates one per message otherwise.
+        if !record.headers.is_empty() {
+            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+            for h in &record.headers {
+                headers = headers.insert(KafkaHeader {
+                    key: &h.name,
+                    value: Some(&h.value[..]),
+                });
+            }
+            out = out.headers(headers);
+        }
         if let Some(key) = &record.key {
             out = out.key(&key[..]);
         }
