@@ -262,8 +262,6 @@ async fn v3_topic_routes() {
         get(&gw, "/v3/clusters/sluice").await.ok(200),
         json!({"kind": "KafkaCluster", "cluster_id": "sluice"})
     );
-    let topic = json!({"kind": "KafkaTopic", "cluster_id": "sluice", "topic_name": "made",
-                       "partitions_count": 4, "is_internal": false});
     let created = post(
         &gw,
         "/v3/clusters/sluice/topics",
@@ -272,6 +270,14 @@ async fn v3_topic_routes() {
     )
     .await
     .ok(201);
+    // The home is the ring's choice among the configured clusters.
+    let home = created["home_cluster"]
+        .as_str()
+        .expect("home_cluster")
+        .to_owned();
+    assert!(gw.config.clusters.iter().any(|c| c.name == home), "{home}");
+    let topic = json!({"kind": "KafkaTopic", "cluster_id": "sluice", "topic_name": "made",
+                       "partitions_count": 4, "is_internal": false, "home_cluster": home});
     assert_eq!(created, topic);
     assert_eq!(
         get(&gw, "/v3/clusters/sluice/topics/made").await.ok(200),

@@ -35,6 +35,8 @@ struct TopicOut<'a> {
     topic_name: String,
     partitions_count: u32,
     is_internal: bool,
+    /// Sluice extension: the topic's home cluster in the federation.
+    home_cluster: String,
 }
 
 fn topic_out(cluster_id: &str, info: TopicInfo) -> TopicOut<'_> {
@@ -44,6 +46,7 @@ fn topic_out(cluster_id: &str, info: TopicInfo) -> TopicOut<'_> {
         topic_name: info.name,
         partitions_count: info.partitions,
         is_internal: false,
+        home_cluster: info.cluster,
     }
 }
 

@@ -235,7 +235,7 @@ async fn v3_topics() {
         .await
         .ok(201);
     let t1 = json!({"kind": "KafkaTopic", "cluster_id": "sluice", "topic_name": "t1",
-                    "partitions_count": 5, "is_internal": false});
+                    "partitions_count": 5, "is_internal": false, "home_cluster": "memory"});
     assert_eq!(created, t1);
     assert_eq!(app.get("/v3/clusters/sluice/topics/t1").await.ok(200), t1);
     assert_eq!(
