@@ -5,6 +5,8 @@
 //!   records; v3 records and topics).
 //! - [`error`]: [`error::ApiError`], the one place errors become HTTP answers
 //!   in Confluent's `{"error_code", "message"}` shape.
+//! - [`ws`]: the WebSocket endpoint `/v1/ws` (produce with acks,
+//!   subscriptions with credit and cursor resume).
 //! - [`admin`]: the admin listener's router (health, readiness, federation
 //!   admin API); [`admin_client`]: the client `sluice federation` uses.
 //! - [`tls`]: server certificates, loaded from config or generated.
@@ -18,5 +20,6 @@ pub mod error;
 pub mod rest;
 pub mod server;
 pub mod tls;
+pub mod ws;
 
 pub use server::{Gateway, ShutdownHandle};

@@ -23,6 +23,7 @@ pub mod extract;
 pub mod json_bytes;
 pub mod media;
 pub mod metadata;
+pub mod openapi;
 pub mod produce;
 pub mod records;
 pub mod sse;
@@ -57,6 +58,8 @@ pub fn routes(state: AppState) -> Router {
             get(records::read),
         )
         .route("/topics/{topic}/events", get(sse::events))
+        .route("/v1/ws", get(crate::ws::upgrade))
+        .route("/openapi.json", get(openapi::document))
         .route("/v3/clusters", get(v3::list_clusters))
         .route("/v3/clusters/{cluster_id}", get(v3::cluster))
         .route(

@@ -1,0 +1,106 @@
+//! The native streaming endpoint, `GET /v1/ws`: produce with acks and
+//! subscriptions with credit-based flow control over one WebSocket, in JSON
+//! text frames.
+//!
+//! - [`protocol`]: the frames, parsed and rendered.
+//! - [`session`]: one connection: the reading loop, concurrent produces
+//!   (bounded, which is the backpressure), and the writer that feeds
+//!   frames in batches and flushes once per batch.
+//! - [`subscription`]: one subscription's reading task, its start
+//!   (cursor, earliest, latest) and its credit.
+//!
+//! `docs/websocket.md` describes the protocol for clients.
+
+use std::time::Duration;
+
+use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::rest::extract::QueryParams;
+
+pub mod protocol;
+pub mod session;
+pub mod subscription;
+
+/// Produces one connection may have in flight; when they are all taken the
+/// gateway stops reading the socket until one completes.
+pub const DEFAULT_WS_MAX_IN_FLIGHT: usize = 64;
+
+/// Credit a subscription starts with when the subscribe frame names none.
+pub const DEFAULT_WS_INITIAL_CREDIT: u64 = 100;
+
+/// How long a subscription may hold zero credit while a record waits for it
+/// before the connection is closed with [`CLOSE_SLOW_CONSUMER`].
+pub const DEFAULT_WS_PAUSE_LIMIT_MS: u64 = 30_000;
+/// Lowest `pause_limit_ms` honoured.
+pub const MIN_WS_PAUSE_LIMIT_MS: u64 = 10;
+/// Highest `pause_limit_ms` honoured.
+pub const MAX_WS_PAUSE_LIMIT_MS: u64 = 600_000;
+
+/// Bytes tungstenite reads from the socket at a time. Its default (128 KiB)
+/// would make every idle connection cost that much.
+pub const DEFAULT_WS_READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// Bytes of frames gathered before they are written to the socket (a flush
+/// writes whatever is gathered sooner).
+pub const DEFAULT_WS_WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
+/// Frames queued between the connection's tasks and its writer.
+pub const DEFAULT_WS_OUTBOUND_FRAMES: usize = 256;
+
+/// Frames the writer feeds before it flushes, at most.
+pub const DEFAULT_WS_BATCH_FRAMES: usize = 64;
+
+/// Close code for a subscriber that held no credit past the pause limit.
+pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
+
+/// Settings of one connection.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionSettings {
+    /// See [`DEFAULT_WS_MAX_IN_FLIGHT`].
+    pub max_in_flight: usize,
+    /// See [`DEFAULT_WS_PAUSE_LIMIT_MS`].
+    pub pause_limit: Duration,
+}
+
+/// `GET /v1/ws[?pause_limit_ms=N]`: upgrades to a WebSocket session.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    query: QueryParams,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let upgrade = upgrade.map_err(|rejection| {
+        let status = rejection.status();
+        let code = u32::from(status.as_u16());
+        let status = if status.is_client_error() {
+            status
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiError::new(
+            status,
+            code,
+            format!("{}; this route is a WebSocket", rejection.body_text()),
+        )
+    })?;
+    let pause_limit_ms = query
+        .u64("pause_limit_ms")?
+        .map_or(DEFAULT_WS_PAUSE_LIMIT_MS, |ms| {
+            ms.clamp(MIN_WS_PAUSE_LIMIT_MS, MAX_WS_PAUSE_LIMIT_MS)
+        });
+    let settings = SessionSettings {
+        max_in_flight: DEFAULT_WS_MAX_IN_FLIGHT,
+        pause_limit: Duration::from_millis(pause_limit_ms),
+    };
+    let max_bytes = state.config.listener.max_body_bytes;
+    Ok(upgrade
+        .max_message_size(max_bytes)
+        .max_frame_size(max_bytes)
+        .read_buffer_size(DEFAULT_WS_READ_BUFFER_BYTES)
+        .write_buffer_size(DEFAULT_WS_WRITE_BUFFER_BYTES)
+        .on_upgrade(move |socket| session::run(socket, state, settings)))
+}

@@ -1,0 +1,497 @@
+//! The JSON text frames of `/v1/ws`: what clients send ([`ClientFrame`])
+//! and what the gateway sends back ([`ServerFrame`]).
+//!
+//! Parsing never panics. A frame that cannot be read becomes a
+//! [`FrameError`] that names what was wrong and carries the frame's `id`
+//! (or `sub`) when one could be found, so the client can correlate it.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sluice_broker::{Acks, ProduceRecord};
+
+use crate::error::ApiError;
+use crate::rest::extract::decode_base64;
+use crate::rest::produce::{decode_headers, HeaderIn};
+
+/// The frame types a client may send, for error messages.
+const CLIENT_TYPES: &str = "produce, subscribe, credit, unsubscribe or ping";
+
+/// A frame from the client.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ClientFrame {
+    /// Records to write; answered by an `ack` or an `error` with the same id.
+    Produce(ProduceFrame),
+    /// Start pushing a topic's records.
+    Subscribe(SubscribeFrame),
+    /// More records a subscription may push.
+    Credit(CreditFrame),
+    /// Stop a subscription.
+    Unsubscribe(UnsubscribeFrame),
+    /// Answered by `pong`.
+    Ping,
+}
+
+/// `{"type":"produce","id":..,"topic":..,"records":[..],"acks"?:..}`.
+#[derive(Debug, Deserialize)]
+pub struct ProduceFrame {
+    /// Correlation id, echoed in the answer.
+    pub id: String,
+    /// Topic to write to.
+    pub topic: String,
+    /// Records, written in this order.
+    pub records: Vec<RecordIn>,
+    /// `0`, `1`, `all` or `-1`; the gateway's default when absent.
+    pub acks: Option<String>,
+}
+
+/// One record of a produce frame; keys, values and header values base64.
+#[derive(Debug, Deserialize)]
+pub struct RecordIn {
+    key: Option<String>,
+    value: Option<String>,
+    headers: Option<Vec<HeaderIn>>,
+    partition: Option<u32>,
+    timestamp: Option<i64>,
+}
+
+/// `{"type":"subscribe","id":..,"topic":..,"from"?:..,"cursor"?:..,"credit"?:n}`.
+#[derive(Debug, Deserialize)]
+pub struct SubscribeFrame {
+    /// The subscription's name on this connection; records carry it as `sub`.
+    pub id: String,
+    /// Topic to read.
+    pub topic: String,
+    /// `earliest` or `latest` (the default).
+    pub from: Option<String>,
+    /// A cursor from an earlier `record` frame: resume after that record.
+    pub cursor: Option<String>,
+    /// Records the gateway may push before the next grant.
+    pub credit: Option<u64>,
+}
+
+/// `{"type":"credit","sub":..,"records":n}`.
+#[derive(Debug, Deserialize)]
+pub struct CreditFrame {
+    /// The subscription's id.
+    pub sub: String,
+    /// Records added to its credit.
+    pub records: u64,
+}
+
+/// `{"type":"unsubscribe","sub":..}`.
+#[derive(Debug, Deserialize)]
+pub struct UnsubscribeFrame {
+    /// The subscription's id.
+    pub sub: String,
+}
+
+/// A frame that could not be read, with what correlates it.
+#[derive(Debug)]
+pub struct FrameError {
+    /// The frame's `id`, when it had a string one.
+    pub id: Option<String>,
+    /// The frame's `sub`, when it had a string one.
+    pub sub: Option<String>,
+    /// Code and message for the client.
+    pub error: ApiError,
+}
+
+/// What is left of a frame that failed to parse: enough to say why and to
+/// correlate the answer.
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(rename = "type")]
+    kind: Option<Value>,
+    id: Option<Value>,
+    sub: Option<Value>,
+}
+
+impl ClientFrame {
+    /// Reads one text frame.
+    pub fn parse(text: &str) -> Result<Self, FrameError> {
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let cause = match serde_path_to_error::deserialize::<_, Self>(&mut deserializer) {
+            Ok(frame) => match deserializer.end() {
+                Ok(()) => return Ok(frame),
+                Err(e) => e.to_string(),
+            },
+            Err(e) => {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                if path.is_empty() || path == "." {
+                    inner.to_string()
+                } else {
+                    format!("{path}: {inner}")
+                }
+            }
+        };
+        Err(explain(text, &cause))
+    }
+}
+
+/// Turns a parse failure into the most precise message available.
+fn explain(text: &str, cause: &str) -> FrameError {
+    let bad = |message: String| FrameError {
+        id: None,
+        sub: None,
+        error: ApiError::bad_request(message),
+    };
+    let value = match serde_json::from_str::<Value>(text) {
+        Err(e) => return bad(format!("malformed JSON: {e}")),
+        Ok(value @ Value::Object(_)) => value,
+        Ok(_) => return bad("a frame must be a JSON object".to_owned()),
+    };
+    let Ok(envelope) = Envelope::deserialize(&value) else {
+        return bad(format!("invalid frame: {cause}"));
+    };
+    // Serde loses the path inside a tagged enum; reading the variant's
+    // struct again finds it (`records[0].partition`).
+    let cause = match envelope.kind.as_ref().and_then(Value::as_str) {
+        Some("produce") => path_of::<ProduceFrame>(&value),
+        Some("subscribe") => path_of::<SubscribeFrame>(&value),
+        Some("credit") => path_of::<CreditFrame>(&value),
+        Some("unsubscribe") => path_of::<UnsubscribeFrame>(&value),
+        _ => None,
+    }
+    .unwrap_or_else(|| cause.to_owned());
+    let as_string = |v: Option<Value>| match v {
+        Some(Value::String(s)) => Some(s),
+        _ => None,
+    };
+    let message = match envelope.kind {
+        None => format!("the frame has no \"type\"; expected {CLIENT_TYPES}"),
+        Some(Value::String(kind)) => match kind.as_str() {
+            "produce" | "subscribe" | "credit" | "unsubscribe" | "ping" => {
+                format!("invalid {kind} frame: {cause}")
+            }
+            _ => format!("unknown frame type {kind:?}; expected {CLIENT_TYPES}"),
+        },
+        Some(other) => format!("\"type\" must be a string, got {other}"),
+    };
+    FrameError {
+        id: as_string(envelope.id),
+        sub: as_string(envelope.sub),
+        error: ApiError::bad_request(message),
+    }
+}
+
+/// The error of reading `value` as a `T`, led by the path to the field.
+fn path_of<T: serde::de::DeserializeOwned>(value: &Value) -> Option<String> {
+    let error = serde_path_to_error::deserialize::<_, T>(value).err()?;
+    let path = error.path().to_string();
+    let inner = error.into_inner();
+    Some(if path.is_empty() || path == "." {
+        inner.to_string()
+    } else {
+        format!("{path}: {inner}")
+    })
+}
+
+impl ProduceFrame {
+    /// The acks level asked for, or `default`.
+    pub fn acks(&self, default: Acks) -> Result<Acks, ApiError> {
+        match &self.acks {
+            None => Ok(default),
+            Some(text) => Acks::parse(text).ok_or_else(|| {
+                ApiError::bad_request(format!("acks must be 0, 1, all or -1, got {text:?}"))
+            }),
+        }
+    }
+
+    /// Checks the records and turns them into records for the cluster,
+    /// with REST's rules and codes (422 naming the field).
+    pub fn take_records(&mut self) -> Result<Vec<ProduceRecord>, ApiError> {
+        if self.records.is_empty() {
+            return Err(ApiError::unprocessable("records: must not be empty"));
+        }
+        std::mem::take(&mut self.records)
+            .into_iter()
+            .enumerate()
+            .map(|(i, record)| record.into_record(i))
+            .collect()
+    }
+}
+
+impl RecordIn {
+    fn into_record(self, i: usize) -> Result<ProduceRecord, ApiError> {
+        if let Some(ts) = self.timestamp {
+            if ts < 0 {
+                return Err(ApiError::unprocessable(format!(
+                    "records[{i}].timestamp: must be milliseconds since the epoch, got {ts}"
+                )));
+            }
+        }
+        let bytes = |text: Option<String>, field: &str| {
+            text.map(|t| decode_base64(&t, &format!("records[{i}].{field}")))
+                .transpose()
+        };
+        Ok(ProduceRecord {
+            partition: self.partition,
+            key: bytes(self.key, "key")?,
+            value: bytes(self.value, "value")?,
+            headers: decode_headers(
+                self.headers.unwrap_or_default(),
+                &format!("records[{i}].headers"),
+            )?,
+            timestamp_ms: self.timestamp,
+        })
+    }
+}
+
+/// A frame from the gateway.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ServerFrame<'a> {
+    /// A produce was written.
+    Ack {
+        /// The produce's id.
+        id: &'a str,
+        /// One per record, in the produce's order.
+        offsets: Vec<AckOffset>,
+    },
+    /// Something failed; `id` or `sub` says what it answers.
+    Error {
+        /// The id of the frame that failed, if it had one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+        /// The subscription concerned, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sub: Option<&'a str>,
+        /// Confluent-style code, as the REST routes give.
+        error_code: u32,
+        /// What went wrong.
+        message: &'a str,
+    },
+    /// A subscription started.
+    Subscribed {
+        /// The subscribe frame's id.
+        id: &'a str,
+        /// The topic's partition count.
+        partitions: u32,
+    },
+    /// A subscription stopped at the client's request.
+    Unsubscribed {
+        /// The subscription's id.
+        sub: &'a str,
+    },
+    /// A pushed record.
+    Record(RecordFrame<'a>),
+    /// Answer to `ping`.
+    Pong,
+}
+
+/// Where one produced record went.
+#[derive(Debug, Serialize)]
+pub struct AckOffset {
+    /// Partition chosen.
+    pub partition: u32,
+    /// Offset assigned; `null` with `acks` `0`.
+    pub offset: Option<u64>,
+    /// Cursor to read from just after this record (this partition only);
+    /// `null` when unknown (acks `0`, or the topic switched epochs meanwhile).
+    pub cursor: Option<String>,
+}
+
+/// One pushed record, keys and values base64 as in the REST reads.
+#[derive(Debug, Serialize)]
+pub struct RecordFrame<'a> {
+    /// The subscription's id.
+    pub sub: &'a str,
+    /// Topic name.
+    pub topic: &'a str,
+    /// Partition.
+    pub partition: u32,
+    /// Offset on the cluster holding the record's epoch.
+    pub offset: u64,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// Base64 key, or `null`.
+    pub key: Option<String>,
+    /// Base64 value, or `null`.
+    pub value: Option<String>,
+    /// Headers with base64 values.
+    pub headers: Vec<HeaderOut<'a>>,
+    /// Resume point after this record, on every partition.
+    pub cursor: String,
+}
+
+/// A record header with a base64 value.
+#[derive(Debug, Serialize)]
+pub struct HeaderOut<'a> {
+    /// Header name.
+    pub name: &'a str,
+    /// Base64 value.
+    pub value: String,
+}
+
+impl<'a> ServerFrame<'a> {
+    /// The frame as JSON text.
+    pub fn to_text(&self) -> String {
+        // Only maps with non-string keys fail to serialize, and these frames
+        // have none; the fallback keeps the protocol's shape anyway.
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            let error = ApiError::internal(&e);
+            format!(
+                r#"{{"type":"error","error_code":{},"message":"{}"}}"#,
+                error.error_code, error.message
+            )
+        })
+    }
+
+    /// An error frame for `error`, correlated by `id` and/or `sub`.
+    pub fn error(id: Option<&'a str>, sub: Option<&'a str>, error: &'a ApiError) -> Self {
+        Self::Error {
+            id,
+            sub,
+            error_code: error.error_code,
+            message: &error.message,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(text: &str) -> FrameError {
+        match ClientFrame::parse(text) {
+            Err(e) => e,
+            Ok(frame) => panic!("{text} parsed as {frame:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_every_frame_type() {
+        let frame = ClientFrame::parse(
+            r#"{"type":"produce","id":"c1","topic":"t","acks":"1",
+                "records":[{"key":"aw==","value":"dg==","partition":2,"timestamp":5,
+                            "headers":[{"name":"h","value":"eA=="}]},{}]}"#,
+        )
+        .unwrap();
+        let ClientFrame::Produce(mut produce) = frame else {
+            panic!("not a produce")
+        };
+        assert_eq!(produce.acks(Acks::All).unwrap(), Acks::Leader);
+        let records = produce.take_records().unwrap();
+        assert_eq!(records[0].key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(records[0].value.as_deref(), Some(&b"v"[..]));
+        assert_eq!(
+            (records[0].partition, records[0].timestamp_ms),
+            (Some(2), Some(5))
+        );
+        assert_eq!(records[0].headers[0].value.as_ref(), b"x");
+        assert_eq!(
+            (records[1].key.clone(), records[1].value.clone()),
+            (None, None)
+        );
+
+        assert!(matches!(
+            ClientFrame::parse(
+                r#"{"type":"subscribe","id":"s","topic":"t","from":"earliest","credit":5}"#
+            ),
+            Ok(ClientFrame::Subscribe(SubscribeFrame {
+                credit: Some(5),
+                ..
+            }))
+        ));
+        assert!(matches!(
+            ClientFrame::parse(r#"{"type":"credit","sub":"s","records":3}"#),
+            Ok(ClientFrame::Credit(CreditFrame { records: 3, .. }))
+        ));
+        assert!(matches!(
+            ClientFrame::parse(r#"{"type":"unsubscribe","sub":"s"}"#),
+            Ok(ClientFrame::Unsubscribe(_))
+        ));
+        assert!(matches!(
+            ClientFrame::parse(r#"{"type":"ping"}"#),
+            Ok(ClientFrame::Ping)
+        ));
+    }
+
+    #[test]
+    fn errors_name_what_was_wrong() {
+        let cases = [
+            ("{", "malformed JSON"),
+            ("[1]", "a frame must be a JSON object"),
+            (r#"{"id":"x"}"#, "the frame has no \"type\""),
+            (r#"{"type":7}"#, "\"type\" must be a string"),
+            (r#"{"type":"fetch"}"#, "unknown frame type \"fetch\""),
+            (
+                r#"{"type":"produce","id":"c9","topic":"t"}"#,
+                "invalid produce frame",
+            ),
+            (
+                r#"{"type":"credit","sub":"s","records":-1}"#,
+                "invalid credit frame",
+            ),
+            (r#"{"type":"ping"} x"#, "malformed JSON"),
+        ];
+        for (text, expected) in cases {
+            let e = error_of(text);
+            assert_eq!(e.error.error_code, 400, "{text}");
+            assert!(
+                e.error.message.starts_with(expected),
+                "{text}: {}",
+                e.error.message
+            );
+        }
+        assert_eq!(
+            error_of(r#"{"type":"produce","id":"c9"}"#).id.as_deref(),
+            Some("c9")
+        );
+        assert_eq!(
+            error_of(r#"{"type":"credit","sub":"s1"}"#).sub.as_deref(),
+            Some("s1")
+        );
+        let e =
+            error_of(r#"{"type":"produce","id":"c","topic":"t","records":[{"partition":"x"}]}"#);
+        assert!(
+            e.error.message.contains("records[0].partition"),
+            "{}",
+            e.error.message
+        );
+    }
+
+    #[test]
+    fn bad_record_values_are_422_like_rest() {
+        let frame = |json: &str| match ClientFrame::parse(json).unwrap() {
+            ClientFrame::Produce(mut p) => p.take_records().unwrap_err(),
+            other => panic!("{other:?}"),
+        };
+        let e = frame(r#"{"type":"produce","id":"c","topic":"t","records":[]}"#);
+        assert_eq!(
+            (e.error_code, e.message.as_str()),
+            (422, "records: must not be empty")
+        );
+        let e = frame(r#"{"type":"produce","id":"c","topic":"t","records":[{"value":"!"}]}"#);
+        assert!(
+            e.message.starts_with("records[0].value: invalid base64"),
+            "{e}"
+        );
+        let e = frame(r#"{"type":"produce","id":"c","topic":"t","records":[{"timestamp":-3}]}"#);
+        assert!(e.message.starts_with("records[0].timestamp"), "{e}");
+    }
+
+    #[test]
+    fn server_frames_render_as_documented() {
+        let error = ApiError::bad_request("nope");
+        assert_eq!(
+            ServerFrame::error(Some("c1"), None, &error).to_text(),
+            r#"{"type":"error","id":"c1","error_code":400,"message":"nope"}"#
+        );
+        assert_eq!(ServerFrame::Pong.to_text(), r#"{"type":"pong"}"#);
+        let ack = ServerFrame::Ack {
+            id: "c1",
+            offsets: vec![AckOffset {
+                partition: 0,
+                offset: Some(3),
+                cursor: Some("x".into()),
+            }],
+        };
+        assert_eq!(
+            ack.to_text(),
+            r#"{"type":"ack","id":"c1","offsets":[{"partition":0,"offset":3,"cursor":"x"}]}"#
+        );
+    }
+}

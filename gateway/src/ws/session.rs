@@ -1,0 +1,427 @@
+//! One WebSocket connection.
+//!
+//! The session reads frames and dispatches them; it never waits on a
+//! cluster itself. Produces run as tasks, at most
+//! [`SessionSettings::max_in_flight`] at once: a produce takes a permit
+//! before the next frame is read, so when all are taken the session stops
+//! reading and TCP pushes back on the client. Subscriptions run as tasks
+//! too (see [`super::subscription`]). Every outbound frame goes through one
+//! bounded queue to the writer, which feeds as many as are ready and then
+//! flushes once, so a busy connection writes in batches, not per frame.
+//!
+//! The code is generic over the socket's `Sink` and `Stream`, so tests can
+//! drive it without a network.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use sluice_broker::{ProduceRecord, ProducedOffset};
+use sluice_federation::cursor::Cursor;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::AbortHandle;
+
+use super::protocol::{AckOffset, ClientFrame, FrameError, ProduceFrame, ServerFrame};
+use super::subscription::Subscription;
+use super::DEFAULT_WS_OUTBOUND_FRAMES;
+use super::{SessionSettings, DEFAULT_WS_BATCH_FRAMES, DEFAULT_WS_INITIAL_CREDIT};
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// How long a closing session waits for the client's Close after sending
+/// its own, so the close handshake completes.
+const CLOSE_HANDSHAKE_WAIT: Duration = Duration::from_secs(1);
+
+/// What the connection's tasks hand the writer.
+#[derive(Debug)]
+pub enum Out {
+    /// A JSON text frame.
+    Text(String),
+    /// Close the connection with this code and reason; nothing follows.
+    Close(u16, String),
+}
+
+/// Sends `frame` to the writer; false once the writer is gone.
+pub async fn send(out: &mpsc::Sender<Out>, frame: &ServerFrame<'_>) -> bool {
+    out.send(Out::Text(frame.to_text())).await.is_ok()
+}
+
+/// Serves an upgraded connection until either side closes it.
+pub async fn run(socket: WebSocket, state: AppState, settings: SessionSettings) {
+    serve(socket, state, settings).await;
+}
+
+/// [`run`] over any socket of axum's message type.
+pub async fn serve<S>(socket: S, state: AppState, settings: SessionSettings)
+where
+    S: Sink<Message, Error = axum::Error>
+        + Stream<Item = Result<Message, axum::Error>>
+        + Send
+        + Unpin
+        + 'static,
+{
+    let (sink, mut stream) = socket.split();
+    let (out, rx) = mpsc::channel(DEFAULT_WS_OUTBOUND_FRAMES);
+    let mut writer = tokio::spawn(write_loop(sink, rx));
+    let mut session = Session {
+        state,
+        settings,
+        out,
+        permits: Arc::new(Semaphore::new(settings.max_in_flight)),
+        subscriptions: Subscriptions::default(),
+    };
+    // Whether a close handshake is under way and worth finishing.
+    let closing = loop {
+        // The permit comes first: with every produce slot taken, the socket
+        // is not read, which is the backpressure.
+        let permit = tokio::select! {
+            permit = Arc::clone(&session.permits).acquire_owned() => permit,
+            ended = &mut writer => break ended.unwrap_or(WriterEnd::Gone) == WriterEnd::Closed,
+        };
+        let Ok(permit) = permit else { break false };
+        let message = tokio::select! {
+            message = stream.next() => message,
+            ended = &mut writer => break ended.unwrap_or(WriterEnd::Gone) == WriterEnd::Closed,
+        };
+        match message {
+            Some(Ok(Message::Text(text))) => session.handle(text.as_str(), permit).await,
+            Some(Ok(Message::Binary(_))) => {
+                let error = ApiError::bad_request(
+                    "binary frames are not supported yet; send JSON text frames",
+                );
+                send(&session.out, &ServerFrame::error(None, None, &error)).await;
+            }
+            // Pings are answered by the WebSocket layer; pongs need nothing.
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            // Reading on lets the WebSocket layer send its Close reply.
+            Some(Ok(Message::Close(_))) => break true,
+            Some(Err(_)) | None => break false,
+        }
+    };
+    session.subscriptions.abort_all();
+    if closing {
+        // Finish the close handshake: the client's Close to our Close, or
+        // our reply to the client's, which the layer sends as it reads.
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_WAIT, async {
+            while let Some(Ok(_)) = stream.next().await {}
+        })
+        .await;
+    }
+    writer.abort();
+}
+
+/// Per-connection state the reading loop works with.
+struct Session {
+    state: AppState,
+    settings: SessionSettings,
+    out: mpsc::Sender<Out>,
+    permits: Arc<Semaphore>,
+    subscriptions: Subscriptions,
+}
+
+impl Session {
+    /// Handles one text frame; only produces keep the permit.
+    async fn handle(&mut self, text: &str, permit: OwnedSemaphorePermit) {
+        self.subscriptions.forget_finished();
+        let frame = match ClientFrame::parse(text) {
+            Ok(frame) => frame,
+            Err(FrameError { id, sub, error }) => {
+                let frame = ServerFrame::error(id.as_deref(), sub.as_deref(), &error);
+                send(&self.out, &frame).await;
+                return;
+            }
+        };
+        match frame {
+            ClientFrame::Produce(produce) => self.produce(produce, permit).await,
+            ClientFrame::Subscribe(subscribe) => {
+                if self.subscriptions.by_id.contains_key(&subscribe.id) {
+                    let error = ApiError::bad_request(format!(
+                        "subscription id {:?} is in use on this connection",
+                        subscribe.id
+                    ));
+                    send(
+                        &self.out,
+                        &ServerFrame::error(Some(&subscribe.id), None, &error),
+                    )
+                    .await;
+                    return;
+                }
+                let credit = subscribe.credit.unwrap_or(DEFAULT_WS_INITIAL_CREDIT);
+                let (grants, granted) = watch::channel(credit);
+                let id = subscribe.id.clone();
+                let task = Subscription::start(
+                    Arc::clone(&self.state.federation),
+                    subscribe,
+                    granted,
+                    self.settings.pause_limit,
+                    self.out.clone(),
+                );
+                let task = tokio::spawn(task).abort_handle();
+                self.subscriptions.by_id.insert(id, Handle { grants, task });
+            }
+            ClientFrame::Credit(credit) => match self.subscriptions.by_id.get(&credit.sub) {
+                Some(handle) => handle
+                    .grants
+                    .send_modify(|granted| *granted = granted.saturating_add(credit.records)),
+                None => {
+                    let error = unknown_subscription(&credit.sub);
+                    send(
+                        &self.out,
+                        &ServerFrame::error(None, Some(&credit.sub), &error),
+                    )
+                    .await;
+                }
+            },
+            ClientFrame::Unsubscribe(unsubscribe) => {
+                // Dropping the credit sender stops the task, which answers
+                // `unsubscribed` after its last record. A task already
+                // ended (after an error) cannot, so the session does.
+                match self.subscriptions.by_id.remove(&unsubscribe.sub) {
+                    Some(handle) if !handle.task.is_finished() => {}
+                    Some(_) => {
+                        let frame = ServerFrame::Unsubscribed {
+                            sub: &unsubscribe.sub,
+                        };
+                        send(&self.out, &frame).await;
+                    }
+                    None => {
+                        let error = unknown_subscription(&unsubscribe.sub);
+                        let frame = ServerFrame::error(None, Some(&unsubscribe.sub), &error);
+                        send(&self.out, &frame).await;
+                    }
+                }
+            }
+            ClientFrame::Ping => {
+                send(&self.out, &ServerFrame::Pong).await;
+            }
+        }
+    }
+
+    /// Checks a produce and starts it; the ack or error is sent when it
+    /// completes, and the permit is released then.
+    async fn produce(&mut self, mut frame: ProduceFrame, permit: OwnedSemaphorePermit) {
+        let checked = frame
+            .acks(self.state.config.gateway.default_acks)
+            .and_then(|acks| Ok((acks, frame.take_records()?)));
+        let (acks, records) = match checked {
+            Ok(checked) => checked,
+            Err(error) => {
+                send(
+                    &self.out,
+                    &ServerFrame::error(Some(&frame.id), None, &error),
+                )
+                .await;
+                return;
+            }
+        };
+        let state = self.state.clone();
+        let out = self.out.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let answer = produce(&state, &frame.topic, records, acks).await;
+            let text = match answer {
+                Ok(offsets) => ServerFrame::Ack {
+                    id: &frame.id,
+                    offsets,
+                }
+                .to_text(),
+                Err(error) => ServerFrame::error(Some(&frame.id), None, &error).to_text(),
+            };
+            let _ = out.send(Out::Text(text)).await;
+        });
+    }
+}
+
+/// Writes records and builds each one's cursor, as the REST reads would
+/// give for the position after it.
+async fn produce(
+    state: &AppState,
+    topic: &str,
+    records: Vec<ProduceRecord>,
+    acks: sluice_broker::Acks,
+) -> Result<Vec<AckOffset>, ApiError> {
+    let federation = &state.federation;
+    let epoch_before = federation.describe_topic(topic).await.ok().map(|t| t.epoch);
+    let produced = federation.produce(topic, records, acks).await?;
+    let epoch_after = federation.describe_topic(topic).await.ok().map(|t| t.epoch);
+    // Epochs only grow, and a switch waits for produces in flight: the same
+    // epoch before and after is the one written to. A topic this produce
+    // created starts in epoch 1. Otherwise the epoch is unknown, and so is
+    // the cursor.
+    let epoch = match (epoch_before, epoch_after) {
+        (Some(before), Some(after)) if before == after => Some(after),
+        (None, Some(1)) => Some(1),
+        _ => None,
+    };
+    Ok(produced
+        .into_iter()
+        .map(
+            |ProducedOffset {
+                 partition, offset, ..
+             }| AckOffset {
+                partition,
+                offset,
+                cursor: offset.zip(epoch).map(|(offset, epoch)| {
+                    Cursor::at_epoch(epoch, [(partition, offset + 1)]).encode(topic)
+                }),
+            },
+        )
+        .collect())
+}
+
+fn unknown_subscription(sub: &str) -> ApiError {
+    ApiError::bad_request(format!("no subscription {sub:?} on this connection"))
+}
+
+/// A running subscription, as the session holds it.
+struct Handle {
+    /// Total credit granted so far.
+    grants: watch::Sender<u64>,
+    task: AbortHandle,
+}
+
+/// The connection's subscriptions by id; aborted when the session ends.
+#[derive(Default)]
+struct Subscriptions {
+    by_id: HashMap<String, Handle>,
+}
+
+impl Subscriptions {
+    /// Drops subscriptions that ended by themselves (after an error), so
+    /// their ids can be used again.
+    fn forget_finished(&mut self) {
+        self.by_id.retain(|_, handle| !handle.task.is_finished());
+    }
+
+    fn abort_all(&mut self) {
+        for (_, handle) in self.by_id.drain() {
+            handle.task.abort();
+        }
+    }
+}
+
+impl Drop for Subscriptions {
+    fn drop(&mut self) {
+        self.abort_all();
+    }
+}
+
+/// Why the writer stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriterEnd {
+    /// It sent a Close frame.
+    Closed,
+    /// The socket failed or every sender is gone.
+    Gone,
+}
+
+/// Feeds frames as they come and flushes once nothing more is ready (or
+/// after [`DEFAULT_WS_BATCH_FRAMES`]), so bursts cost one flush.
+async fn write_loop<S>(mut sink: S, mut rx: mpsc::Receiver<Out>) -> WriterEnd
+where
+    S: Sink<Message, Error = axum::Error> + Unpin,
+{
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        let mut fed = 0;
+        while let Some(out) = next.take() {
+            match out {
+                Out::Text(text) => {
+                    if sink.feed(Message::text(text)).await.is_err() {
+                        return WriterEnd::Gone;
+                    }
+                }
+                Out::Close(code, reason) => {
+                    let close = Message::Close(Some(CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    }));
+                    return match sink.send(close).await {
+                        Ok(()) => WriterEnd::Closed,
+                        Err(_) => WriterEnd::Gone,
+                    };
+                }
+            }
+            fed += 1;
+            if fed < DEFAULT_WS_BATCH_FRAMES {
+                next = rx.try_recv().ok();
+            }
+        }
+        if sink.flush().await.is_err() {
+            return WriterEnd::Gone;
+        }
+    }
+    WriterEnd::Gone
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use super::*;
+
+    /// A sink that records what it is given and how often it is flushed.
+    #[derive(Default)]
+    struct Recording {
+        frames: Vec<Message>,
+        flushes: usize,
+    }
+
+    impl Sink<Message> for Recording {
+        type Error = axum::Error;
+
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), axum::Error> {
+            self.frames.push(item);
+            Ok(())
+        }
+
+        fn poll_flush(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Result<(), axum::Error>> {
+            self.flushes += 1;
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn writer_flushes_once_per_batch() {
+        let frames = DEFAULT_WS_BATCH_FRAMES + 10;
+        let (tx, rx) = mpsc::channel(frames);
+        for i in 0..frames {
+            tx.send(Out::Text(format!("{i}"))).await.unwrap();
+        }
+        drop(tx);
+        let mut sink = Recording::default();
+        assert_eq!(write_loop(&mut sink, rx).await, WriterEnd::Gone);
+        assert_eq!(sink.frames.len(), frames);
+        // A full batch, then the rest: two flushes, not one per frame.
+        assert_eq!(sink.flushes, 2);
+    }
+
+    #[tokio::test]
+    async fn writer_ends_after_a_close() {
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(Out::Text("last".into())).await.unwrap();
+        tx.send(Out::Close(4008, "slow".into())).await.unwrap();
+        tx.send(Out::Text("never".into())).await.unwrap();
+        let mut sink = Recording::default();
+        assert_eq!(write_loop(&mut sink, rx).await, WriterEnd::Closed);
+        assert_eq!(sink.frames.len(), 2);
+        assert!(matches!(
+            &sink.frames[1],
+            Message::Close(Some(CloseFrame { code: 4008, .. }))
+        ));
+    }
+}

@@ -1,0 +1,385 @@
+//! One subscription: where it starts, and the task that pushes records as
+//! its credit allows.
+//!
+//! The task polls the topic's partitions in turn, one bounded read each,
+//! and sends a `record` frame per record while credit lasts. With no credit
+//! it waits, holding the one batch it has read (the bound on its memory),
+//! for at most the pause limit; past it the connection is closed with
+//! [`CLOSE_SLOW_CONSUMER`]. Every record's cursor names every partition, as
+//! SSE event ids do, so resuming from any record loses and repeats nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use sluice_broker::Record;
+use sluice_federation::cursor::{Cursor, Position};
+use sluice_federation::{Federation, FederationError, ReadBatch, ReadStart};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::protocol::{HeaderOut, RecordFrame, ServerFrame, SubscribeFrame};
+use super::session::{send, Out};
+use super::CLOSE_SLOW_CONSUMER;
+use crate::error::ApiError;
+
+/// `max_bytes` of each partition read: what a subscription holds at most.
+pub const DEFAULT_WS_READ_MAX_BYTES: usize = 256 * 1024;
+
+/// Sleep between polling rounds that found no record.
+pub const DEFAULT_WS_POLL_IDLE_MS: u64 = 100;
+
+/// Budget of the read that finds where "earliest" starts.
+const EARLIEST_PROBE_MAX_BYTES: usize = 1;
+
+/// Attempts at reading `latest` offsets within one epoch.
+const LATEST_ATTEMPTS: usize = 3;
+
+/// A running subscription.
+pub struct Subscription {
+    federation: Arc<Federation>,
+    id: String,
+    topic: String,
+    /// The position after the last record sent, on every partition.
+    cursor: Cursor,
+    /// Total credit granted, by the subscribe frame and `credit` frames.
+    granted: watch::Receiver<u64>,
+    /// Records sent so far.
+    sent: u64,
+    pause_limit: Duration,
+    out: mpsc::Sender<Out>,
+}
+
+/// Why a subscription stops.
+enum Stop {
+    /// The connection is gone.
+    Closed,
+    /// The client unsubscribed (the session dropped the credit sender).
+    Unsubscribed,
+    /// A read failed: the client gets an error frame.
+    Failed(ApiError),
+    /// No credit past the pause limit.
+    SlowConsumer,
+}
+
+impl Subscription {
+    /// Settles the start, answers `subscribed` (or an error), then pushes
+    /// records until stopped.
+    pub async fn start(
+        federation: Arc<Federation>,
+        frame: SubscribeFrame,
+        granted: watch::Receiver<u64>,
+        pause_limit: Duration,
+        out: mpsc::Sender<Out>,
+    ) {
+        let (partitions, cursor) = match settle(&federation, &frame).await {
+            Ok(start) => start,
+            Err(error) => {
+                send(&out, &ServerFrame::error(Some(&frame.id), None, &error)).await;
+                return;
+            }
+        };
+        let subscribed = ServerFrame::Subscribed {
+            id: &frame.id,
+            partitions,
+        };
+        if !send(&out, &subscribed).await {
+            return;
+        }
+        let subscription = Self {
+            federation,
+            id: frame.id,
+            topic: frame.topic,
+            cursor,
+            granted,
+            sent: 0,
+            pause_limit,
+            out,
+        };
+        subscription.run().await;
+    }
+
+    async fn run(mut self) {
+        let stop = self.poll().await;
+        match stop {
+            Stop::Closed => {}
+            // Sent here, after this task's last record, so none follows it.
+            Stop::Unsubscribed => {
+                send(&self.out, &ServerFrame::Unsubscribed { sub: &self.id }).await;
+            }
+            Stop::Failed(error) => {
+                tracing::debug!(
+                    messaging.destination.name = %self.topic,
+                    error = %error,
+                    "subscription ends on an error"
+                );
+                send(&self.out, &ServerFrame::error(None, Some(&self.id), &error)).await;
+            }
+            Stop::SlowConsumer => {
+                tracing::info!(
+                    messaging.destination.name = %self.topic,
+                    pause_limit_ms = self.pause_limit.as_millis(),
+                    "closing a WebSocket: slow consumer"
+                );
+                let reason = format!(
+                    "slow consumer: no credit for {} ms",
+                    self.pause_limit.as_millis()
+                );
+                let _ = self.out.send(Out::Close(CLOSE_SLOW_CONSUMER, reason)).await;
+            }
+        }
+    }
+
+    /// Polls every partition in turn until stopped.
+    async fn poll(&mut self) -> Stop {
+        let partitions: Vec<u32> = self
+            .cursor
+            .positions()
+            .iter()
+            .map(|p| p.partition)
+            .collect();
+        loop {
+            let mut delivered = false;
+            for &partition in &partitions {
+                let Some(position) = self.cursor.position(partition) else {
+                    continue;
+                };
+                let read = self
+                    .federation
+                    .read(
+                        &self.topic,
+                        partition,
+                        ReadStart::Cursor(Cursor::new([position])),
+                        DEFAULT_WS_READ_MAX_BYTES,
+                    )
+                    .await;
+                match read {
+                    Ok(batch) => match self.deliver(partition, &batch).await {
+                        Ok(any) => delivered |= any,
+                        Err(stop) => return stop,
+                    },
+                    Err(e) => return Stop::Failed(e.into()),
+                }
+            }
+            if !delivered {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(DEFAULT_WS_POLL_IDLE_MS)) => {}
+                    () = self.out.closed() => return Stop::Closed,
+                    changed = self.granted.changed() => {
+                        if changed.is_err() {
+                            return Stop::Unsubscribed;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends a batch's records as credit allows; says whether there was any.
+    async fn deliver(&mut self, partition: u32, batch: &ReadBatch) -> Result<bool, Stop> {
+        for record in &batch.records {
+            if self.granted.has_changed().is_err() {
+                return Err(Stop::Unsubscribed);
+            }
+            self.wait_for_credit().await?;
+            self.cursor.set(Position {
+                partition,
+                epoch: batch.epoch,
+                next_offset: record.offset + 1,
+            });
+            let text = render(&self.id, &self.topic, &self.cursor, record);
+            self.out
+                .send(Out::Text(text))
+                .await
+                .map_err(|_| Stop::Closed)?;
+            self.sent += 1;
+        }
+        // Also after an empty batch: the read may have moved to a later epoch.
+        self.cursor.set(Position {
+            partition,
+            epoch: batch.epoch,
+            next_offset: batch.next_offset,
+        });
+        Ok(!batch.records.is_empty())
+    }
+
+    /// Returns once a record may be sent; a pause longer than the limit is
+    /// a slow consumer.
+    async fn wait_for_credit(&mut self) -> Result<(), Stop> {
+        if *self.granted.borrow_and_update() > self.sent {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.pause_limit;
+        loop {
+            match tokio::time::timeout_at(deadline, self.granted.changed()).await {
+                Err(_) => return Err(Stop::SlowConsumer),
+                Ok(Err(_)) => return Err(Stop::Unsubscribed),
+                Ok(Ok(())) => {
+                    if *self.granted.borrow_and_update() > self.sent {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One `record` frame whose cursor is `cursor` (already past `record`).
+fn render(sub: &str, topic: &str, cursor: &Cursor, record: &Record) -> String {
+    ServerFrame::Record(RecordFrame {
+        sub,
+        topic,
+        partition: record.partition,
+        offset: record.offset,
+        timestamp: record.timestamp_ms,
+        key: record.key.as_ref().map(|k| BASE64.encode(k)),
+        value: record.value.as_ref().map(|v| BASE64.encode(v)),
+        headers: record
+            .headers
+            .iter()
+            .map(|h| HeaderOut {
+                name: &h.name,
+                value: BASE64.encode(&h.value),
+            })
+            .collect(),
+        cursor: cursor.encode(topic),
+    })
+    .to_text()
+}
+
+/// The topic's partition count and a cursor with a position for each, as
+/// the subscribe frame asks (the same rules as the SSE tail).
+async fn settle(
+    federation: &Federation,
+    frame: &SubscribeFrame,
+) -> Result<(u32, Cursor), ApiError> {
+    let topic = frame.topic.as_str();
+    let partitions = federation.describe_topic(topic).await?.partitions;
+    let cursor = match (frame.cursor.as_deref(), frame.from.as_deref()) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "give either `cursor` or `from`, not both",
+            ))
+        }
+        (Some(text), None) => from_cursor(text, topic, partitions)?,
+        (None, Some("earliest")) => earliest(federation, topic, partitions).await?,
+        (None, None | Some("latest")) => latest(federation, topic, partitions).await?,
+        (None, Some(other)) => {
+            return Err(ApiError::bad_request(format!(
+                "from must be earliest or latest, got {other:?}"
+            )))
+        }
+    };
+    Ok((partitions, cursor))
+}
+
+/// A cursor from a `record` frame of this topic, which covers every partition.
+fn from_cursor(text: &str, topic: &str, partitions: u32) -> Result<Cursor, ApiError> {
+    let cursor = Cursor::decode(text, topic).map_err(FederationError::from)?;
+    if let Some(p) = cursor
+        .positions()
+        .iter()
+        .find(|p| p.partition >= partitions)
+    {
+        return Err(ApiError::bad_request(format!(
+            "invalid cursor: topic {topic:?} has {partitions} partitions, the cursor names partition {}",
+            p.partition
+        )));
+    }
+    if let Some(missing) = (0..partitions).find(|p| cursor.position(*p).is_none()) {
+        return Err(ApiError::bad_request(format!(
+            "invalid cursor: it has no position for partition {missing}; \
+             use a cursor from a record frame, which covers every partition"
+        )));
+    }
+    Ok(cursor)
+}
+
+async fn earliest(
+    federation: &Federation,
+    topic: &str,
+    partitions: u32,
+) -> Result<Cursor, ApiError> {
+    let mut cursor = Cursor::default();
+    for partition in 0..partitions {
+        let probe = federation
+            .read(
+                topic,
+                partition,
+                ReadStart::Earliest,
+                EARLIEST_PROBE_MAX_BYTES,
+            )
+            .await?;
+        let next_offset = probe
+            .records
+            .first()
+            .map_or(probe.next_offset, |r| r.offset);
+        cursor.set(Position {
+            partition,
+            epoch: probe.epoch,
+            next_offset,
+        });
+    }
+    Ok(cursor)
+}
+
+async fn latest(federation: &Federation, topic: &str, partitions: u32) -> Result<Cursor, ApiError> {
+    let mut epoch = federation.describe_topic(topic).await?.epoch;
+    for _ in 0..LATEST_ATTEMPTS {
+        let mut cursor = Cursor::default();
+        for partition in 0..partitions {
+            let latest = federation.offsets(topic, partition).await?.latest;
+            cursor.set(Position {
+                partition,
+                epoch,
+                next_offset: latest,
+            });
+        }
+        // Offsets belong to the epoch current when they were read: if it
+        // changed meanwhile, some may be the new cluster's.
+        let now = federation.describe_topic(topic).await?.epoch;
+        if now == epoch {
+            return Ok(cursor);
+        }
+        epoch = now;
+    }
+    Err(FederationError::Conflict(format!(
+        "topic {topic:?} kept changing epochs while the subscription started; retry"
+    ))
+    .into())
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    const DOCS: &str = include_str!("../../../docs/websocket.md");
+
+    #[test]
+    fn record_frame_matches_the_docs() {
+        let record = Record {
+            partition: 1,
+            offset: 41,
+            timestamp_ms: 1_700_000_000_000,
+            key: Some(Bytes::from_static(b"order-7")),
+            value: Some(Bytes::from_static(br#"{"total":12.5}"#)),
+            headers: vec![sluice_broker::Header {
+                name: "trace".into(),
+                value: Bytes::from_static(b"t-1"),
+            }],
+        };
+        let cursor = Cursor::at_epoch(1, [(0, 12), (1, 42), (2, 7)]);
+        let frame = render("s1", "orders", &cursor, &record);
+        assert!(DOCS.contains(&frame), "{frame}");
+    }
+
+    #[test]
+    fn ack_cursor_in_the_docs_is_real() {
+        let cursor = Cursor::at_epoch(1, [(1, 42)]).encode("orders");
+        let ack = format!(r#""partition":1,"offset":41,"cursor":"{cursor}""#);
+        assert!(DOCS.contains(&ack), "{ack}");
+    }
+}

@@ -1,0 +1,688 @@
+//! `GET /v1/ws` over real TLS sockets: a tokio-tungstenite client trusting
+//! the harness's generated CA, speaking the JSON text protocol of
+//! `docs/websocket.md`.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use common::TestGateway;
+use futures_util::{SinkExt, StreamExt};
+use reqwest::StatusCode;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+const BINARY: &str = "application/vnd.kafka.binary.v2+json";
+
+/// How long a test waits for any one frame before failing.
+const FRAME_WAIT: Duration = Duration::from_secs(10);
+/// How long a test listens for frames that must not come.
+const QUIET_WAIT: Duration = Duration::from_millis(500);
+
+/// A WebSocket client connection to the gateway.
+struct Ws {
+    stream: WebSocketStream<TlsStream<TcpStream>>,
+}
+
+impl Ws {
+    /// Opens `wss://localhost:PORT/v1/ws{query}`.
+    async fn connect(gw: &TestGateway, query: &str) -> Self {
+        let ca = gw.data_dir.path().join("tls/ca.pem");
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(&ca).expect("CA file") {
+            roots.add(cert.expect("CA PEM")).expect("CA certificate");
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = TcpStream::connect(gw.addr).await.expect("TCP connect");
+        let tls = TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .expect("TLS handshake");
+        let url = format!("wss://localhost:{}/v1/ws{query}", gw.addr.port());
+        let (stream, response) = tokio::time::timeout(
+            FRAME_WAIT,
+            tokio_tungstenite::client_async(url.as_str(), tls),
+        )
+        .await
+        .expect("upgrade in time")
+        .expect("WebSocket upgrade");
+        assert_eq!(response.status().as_u16(), 101);
+        Self { stream }
+    }
+
+    async fn send(&mut self, frame: Value) {
+        self.send_text(&frame.to_string()).await;
+    }
+
+    async fn send_text(&mut self, text: &str) {
+        self.stream
+            .send(Message::text(text.to_owned()))
+            .await
+            .expect("frame sent");
+    }
+
+    /// The next JSON frame within `wait`; `None` if none came. Panics if
+    /// the connection closes.
+    async fn next_within(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .ok()?;
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    return Some(serde_json::from_str(text.as_str()).expect("JSON frame"))
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next JSON frame, within [`FRAME_WAIT`].
+    async fn next(&mut self) -> Value {
+        self.next_within(FRAME_WAIT)
+            .await
+            .expect("a frame arrives in time")
+    }
+
+    /// The next frame, which must be of `kind`.
+    async fn expect(&mut self, kind: &str) -> Value {
+        let frame = self.next().await;
+        assert_eq!(frame["type"], kind, "{frame}");
+        frame
+    }
+
+    /// Exactly `n` record frames, each within [`FRAME_WAIT`].
+    async fn records(&mut self, n: usize) -> Vec<Value> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let frame = self
+                .next_within(FRAME_WAIT)
+                .await
+                .unwrap_or_else(|| panic!("only {} of {n} records arrived", out.len()));
+            assert_eq!(frame["type"], "record", "{frame}");
+            out.push(frame);
+        }
+        out
+    }
+
+    /// Asserts that nothing arrives for a while.
+    async fn assert_quiet(&mut self) {
+        if let Some(extra) = self.next_within(QUIET_WAIT).await {
+            panic!("unexpected frame: {extra}");
+        }
+    }
+
+    /// Waits for the server's Close frame; its code and reason.
+    async fn expect_close(&mut self, wait: Duration) -> (u16, String) {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .expect("the connection closes in time");
+            match message {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return (u16::from(frame.code), frame.reason.to_string())
+                }
+                Some(Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a Close frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Subscribes and waits for `subscribed`; returns its partition count.
+    async fn subscribe(&mut self, frame: Value) -> u64 {
+        self.send(frame).await;
+        let answer = self.expect("subscribed").await;
+        answer["partitions"].as_u64().expect("partitions")
+    }
+
+    /// Closes and waits for the gateway's Close reply.
+    async fn close_cleanly(mut self) {
+        self.stream.close(None).await.expect("Close sent");
+        let reply = tokio::time::timeout(FRAME_WAIT, self.stream.next())
+            .await
+            .expect("the reply comes in time");
+        assert!(matches!(reply, Some(Ok(Message::Close(_)))), "{reply:?}");
+    }
+
+    async fn close(mut self) {
+        let _ = self.stream.close(None).await;
+    }
+}
+
+async fn create_topic(gw: &TestGateway, topic: &str, partitions: u32) {
+    let response = gw
+        .client
+        .post(format!("{}/v3/clusters/sluice/topics", gw.url))
+        .json(&json!({"topic_name": topic, "partitions_count": partitions}))
+        .send()
+        .await
+        .expect("create reaches the gateway");
+    assert_eq!(response.status(), StatusCode::CREATED);
+}
+
+/// A produce frame of one record per value, to `partition`.
+fn produce_frame(id: &str, topic: &str, partition: u32, values: &[String]) -> Value {
+    let records: Vec<Value> = values
+        .iter()
+        .map(|v| json!({"partition": partition, "value": BASE64.encode(v)}))
+        .collect();
+    json!({"type": "produce", "id": id, "topic": topic, "records": records})
+}
+
+/// Produces over REST (for subscriptions to read).
+async fn rest_produce(gw: &TestGateway, topic: &str, partition: u32, values: &[String]) {
+    let records: Vec<Value> = values
+        .iter()
+        .map(|v| json!({"partition": partition, "value": BASE64.encode(v)}))
+        .collect();
+    let response = gw
+        .client
+        .post(format!("{}/topics/{topic}", gw.url))
+        .header("content-type", BINARY)
+        .body(json!({ "records": records }).to_string())
+        .send()
+        .await
+        .expect("produce reaches the gateway");
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// Produces `per_partition` values named `{round}-p{partition}-{i}` to each
+/// partition over REST; returns them.
+async fn produce_round(
+    gw: &TestGateway,
+    topic: &str,
+    partitions: u32,
+    per_partition: usize,
+    round: &str,
+) -> Vec<String> {
+    let mut all = Vec::new();
+    for partition in 0..partitions {
+        let values: Vec<String> = (0..per_partition)
+            .map(|i| format!("{round}-p{partition}-{i}"))
+            .collect();
+        rest_produce(gw, topic, partition, &values).await;
+        all.extend(values);
+    }
+    all
+}
+
+/// Reads a partition over REST from a query (`offset=N` or `cursor=C`).
+async fn rest_read(gw: &TestGateway, topic: &str, partition: u32, query: &str) -> Vec<Value> {
+    let response = gw
+        .client
+        .get(format!(
+            "{}/topics/{topic}/partitions/{partition}/records?{query}",
+            gw.url
+        ))
+        .header("accept", BINARY)
+        .send()
+        .await
+        .expect("read reaches the gateway");
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.expect("JSON records")
+}
+
+fn value_of(record: &Value) -> String {
+    let value = record["value"].as_str().expect("base64 value");
+    String::from_utf8(BASE64.decode(value).expect("base64")).expect("UTF-8")
+}
+
+/// Asserts each (partition, offset) came once and in offset order per
+/// partition, and that the values are exactly `expected`.
+fn assert_exactly_once(received: &[Value], expected: &[String]) {
+    let mut seen = HashSet::new();
+    let mut last_offset: HashMap<u64, u64> = HashMap::new();
+    for r in received {
+        let (partition, offset) = (
+            r["partition"].as_u64().unwrap(),
+            r["offset"].as_u64().unwrap(),
+        );
+        assert!(
+            seen.insert((partition, offset)),
+            "duplicate {partition}/{offset}"
+        );
+        if let Some(prev) = last_offset.insert(partition, offset) {
+            assert!(
+                offset > prev,
+                "partition {partition} went from {prev} to {offset}"
+            );
+        }
+    }
+    let mut got: Vec<String> = received.iter().map(value_of).collect();
+    let mut want = expected.to_vec();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+}
+
+#[tokio::test]
+async fn produce_is_acked_and_readable_over_rest() {
+    let gw = TestGateway::start().await;
+    create_topic(&gw, "orders", 2).await;
+    let mut ws = Ws::connect(&gw, "").await;
+    ws.send(json!({
+        "type": "produce", "id": "c1", "topic": "orders", "acks": "all",
+        "records": [
+            {"partition": 1, "key": BASE64.encode("k"), "value": BASE64.encode("v0"),
+             "headers": [{"name": "trace", "value": BASE64.encode("t-1")}], "timestamp": 1_700_000_000_000_i64},
+            {"partition": 1, "value": BASE64.encode("v1")},
+        ],
+    }))
+    .await;
+    let ack = ws.expect("ack").await;
+    assert_eq!(ack["id"], "c1");
+    let offsets = ack["offsets"].as_array().expect("offsets");
+    assert_eq!(offsets.len(), 2);
+    for (i, offset) in offsets.iter().enumerate() {
+        assert_eq!(offset["partition"], 1);
+        assert_eq!(offset["offset"], i as u64);
+    }
+
+    let read = rest_read(&gw, "orders", 1, "offset=0").await;
+    assert_eq!(read.len(), 2);
+    assert_eq!(value_of(&read[0]), "v0");
+    assert_eq!(read[0]["key"], BASE64.encode("k"));
+    assert_eq!(read[0]["headers"][0]["name"], "trace");
+    assert_eq!(read[0]["timestamp"], 1_700_000_000_000_i64);
+    assert_eq!(value_of(&read[1]), "v1");
+
+    // The first record's cursor reads on from the second.
+    let cursor = offsets[0]["cursor"].as_str().expect("cursor");
+    let after = rest_read(&gw, "orders", 1, &format!("cursor={cursor}")).await;
+    assert_eq!(after.len(), 1);
+    assert_eq!(value_of(&after[0]), "v1");
+
+    // Errors carry REST's codes and the produce's id.
+    ws.send(produce_frame("c2", "not a name", 0, &["x".into()]))
+        .await;
+    let error = ws.expect("error").await;
+    assert_eq!(error["id"], "c2");
+    assert_eq!(error["error_code"], 400, "{error}");
+    ws.send(json!({"type": "subscribe", "id": "s1", "topic": "missing"}))
+        .await;
+    let error = ws.expect("error").await;
+    assert_eq!(error["id"], "s1");
+    assert_eq!(error["error_code"], 40401, "{error}");
+    ws.send(json!({"type": "produce", "id": "c3", "topic": "orders", "records": []}))
+        .await;
+    let error = ws.expect("error").await;
+    assert_eq!(
+        (error["id"].clone(), error["error_code"].clone()),
+        (json!("c3"), json!(422))
+    );
+    ws.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn many_produces_in_flight_are_correlated_by_id() {
+    let gw = TestGateway::start().await;
+    create_topic(&gw, "burst", 3).await;
+    let mut ws = Ws::connect(&gw, "").await;
+    // More than the in-flight limit, sent without waiting for any ack.
+    let produces = 200_u32;
+    for i in 0..produces {
+        let frame = produce_frame(&format!("c{i}"), "burst", i % 3, &[format!("v{i}")]);
+        ws.stream
+            .feed(Message::text(frame.to_string()))
+            .await
+            .expect("fed");
+    }
+    ws.stream.flush().await.expect("flushed");
+    let mut acked: HashMap<String, (u64, u64)> = HashMap::new();
+    while acked.len() < produces as usize {
+        let ack = ws.expect("ack").await;
+        let id = ack["id"].as_str().expect("id").to_owned();
+        let offset = &ack["offsets"][0];
+        let at = (
+            offset["partition"].as_u64().unwrap(),
+            offset["offset"].as_u64().unwrap(),
+        );
+        assert!(acked.insert(id.clone(), at).is_none(), "two acks for {id}");
+    }
+    // Each id's record is where its ack says.
+    let mut per_partition: HashMap<u64, Vec<Value>> = HashMap::new();
+    for partition in 0..3 {
+        per_partition.insert(
+            partition,
+            rest_read(&gw, "burst", partition as u32, "offset=0").await,
+        );
+    }
+    for i in 0..produces {
+        let (partition, offset) = acked[&format!("c{i}")];
+        assert_eq!(partition, u64::from(i % 3));
+        let record = &per_partition[&partition][offset as usize];
+        assert_eq!(value_of(record), format!("v{i}"));
+    }
+    ws.assert_quiet().await;
+    ws.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn subscribe_from_earliest_receives_everything() {
+    let gw = TestGateway::start().await;
+    create_topic(&gw, "events", 3).await;
+    let mut expected = produce_round(&gw, "events", 3, 4, "old").await;
+    let mut ws = Ws::connect(&gw, "").await;
+    let partitions = ws
+        .subscribe(json!({"type": "subscribe", "id": "s1", "topic": "events", "from": "earliest"}))
+        .await;
+    assert_eq!(partitions, 3);
+    let mut received = ws.records(12).await;
+    // Live records follow.
+    expected.extend(produce_round(&gw, "events", 3, 2, "new").await);
+    received.extend(ws.records(6).await);
+    for record in &received {
+        assert_eq!(record["sub"], "s1");
+        assert_eq!(record["topic"], "events");
+        assert!(record["cursor"].as_str().is_some_and(|c| !c.is_empty()));
+    }
+    assert_exactly_once(&received, &expected);
+    ws.assert_quiet().await;
+
+    // Unsubscribed: nothing more comes.
+    ws.send(json!({"type": "unsubscribe", "sub": "s1"})).await;
+    assert_eq!(ws.expect("unsubscribed").await["sub"], "s1");
+    produce_round(&gw, "events", 3, 1, "after").await;
+    ws.assert_quiet().await;
+    ws.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn subscribe_from_latest_gets_only_new_records() {
+    let gw = TestGateway::start().await;
+    create_topic(&gw, "tail", 2).await;
+    produce_round(&gw, "tail", 2, 3, "before").await;
+    let mut ws = Ws::connect(&gw, "").await;
+    // `from` defaults to latest.
+    ws.subscribe(json!({"type": "subscribe", "id": "t", "topic": "tail"}))
+        .await;
+    ws.assert_quiet().await;
+    let expected = produce_round(&gw, "tail", 2, 2, "after").await;
+    let received = ws.records(4).await;
+    assert_exactly_once(&received, &expected);
+    ws.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn subscribe_with_a_cursor_resumes_after_that_record() {
+    let gw = TestGateway::start().await;
+    create_topic(&gw, "resume", 2).await;
+    let all = produce_round(&gw, "resume", 2, 5, "r").await;
+    let mut ws = Ws::connect(&gw, "").await;
+    ws.subscribe(json!({"type": "subscribe", "id": "a", "topic": "resume", "from": "earliest"}))
+        .await;
+    let first = ws.records(4).await;
+    let cursor = first[3]["cursor"].as_str().unwrap().to_owned();
+    ws.send(json!({"type": "unsubscribe", "sub": "a"})).await;
+    // Records already queued may precede the answer.
+    loop {
+        let frame = ws.next().await;
+        if frame["type"] == "unsubscribed" {
+            break;
+        }
+        assert_eq!(frame["type"], "record", "{frame}");
+    }
+
+    ws.subscribe(json!({"type": "subscribe", "id": "b", "topic": "resume", "cursor": cursor}))
+        .await;
+    let rest = ws.records(6).await;
+    let mut received = first;
+    received.extend(rest);
+    assert_exactly_once(&received, &all);
+    ws.assert_quiet().await;
+
+    // A garbled cursor, and an ack's cursor (one partition of two), are
+    // refused; the connection goes on.
+    ws.send(produce_frame("p", "resume", 0, &["late".into()]))
+        .await;
+    // The ack, and the live subscription's record of it, in either order.
+    let (mut ack_cursor, mut late) = (None, None);
+    for _ in 0..2 {
+        let frame = ws.next().await;
+        match frame["type"].as_str() {
+            Some("ack") => ack_cursor = Some(frame["offsets"][0]["cursor"].clone()),
+            Some("record") => late = Some(value_of(&frame)),
+            _ => panic!("unexpected {frame}"),
+        }
+    }
+    assert_eq!(late.as_deref(), Some("late"));
+    let ack_cursor = ack_cursor.expect("an ack");
+    for (id, cursor) in [("c", json!("nope")), ("d", ack_cursor)] {
+        ws.send(json!({"type": "subscribe", "id": id, "topic": "resume", "cursor": cursor}))
+            .await;
+        let error = ws.expect("error").await;
+        assert_eq!(
+            (error["id"].clone(), error["error_code"].clone()),
+            (json!(id), json!(400)),
+            "{error}"
+        );
+    }
+    ws.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn reconnect_resumes_from_the_last_cursor_while_producing() {
+    let gw = TestGateway::start().await;
+    create_topic(&gw, "live", 3).await;
+    let url = gw.url.clone();
+    let client = gw.client.clone();
+    let producer = tokio::spawn(async move {
+        let mut values = Vec::new();
+        for round in 0..20 {
+            for partition in 0..3 {
+                let value = format!("v{round}-p{partition}");
+                let body =
+                    json!({"records": [{"partition": partition, "value": BASE64.encode(&value)}]});
+                let response = client
+                    .post(format!("{url}/topics/live"))
+                    .header("content-type", BINARY)
+                    .body(body.to_string())
+                    .send()
+                    .await
+                    .expect("produce");
+                assert_eq!(response.status(), StatusCode::OK);
+                values.push(value);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        values
+    });
+
+    let mut received = Vec::new();
+    let mut cursor: Option<String> = None;
+    // Three connections, each taking a few records before dropping.
+    for _ in 0..3 {
+        let mut ws = Ws::connect(&gw, "").await;
+        let mut subscribe = json!({"type": "subscribe", "id": "s", "topic": "live"});
+        match &cursor {
+            Some(c) => subscribe["cursor"] = json!(c),
+            None => subscribe["from"] = json!("earliest"),
+        }
+        ws.subscribe(subscribe).await;
+        let batch = ws.records(10).await;
+        cursor = Some(batch.last().unwrap()["cursor"].as_str().unwrap().to_owned());
+        received.extend(batch);
+        // An abrupt disconnect: no close handshake.
+        drop(ws);
+    }
+    let expected = producer.await.expect("producer");
+    let mut ws = Ws::connect(&gw, "").await;
+    ws.subscribe(json!({"type": "subscribe", "id": "s", "topic": "live", "cursor": cursor}))
+        .await;
+    let remaining = expected.len() - received.len();
+    received.extend(ws.records(remaining).await);
+    ws.assert_quiet().await;
+    assert_exactly_once(&received, &expected);
+    ws.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn credit_limits_records_until_granted() {
+    let gw = TestGateway::start().await;
+    create_topic(&gw, "credit", 1).await;
+    let values: Vec<String> = (0..12).map(|i| format!("c{i}")).collect();
+    rest_produce(&gw, "credit", 0, &values).await;
+    let mut ws = Ws::connect(&gw, "").await;
+    ws.subscribe(
+        json!({"type": "subscribe", "id": "s", "topic": "credit", "from": "earliest", "credit": 5}),
+    )
+    .await;
+    let mut received = ws.records(5).await;
+    ws.assert_quiet().await;
+    // The connection still answers while the subscription waits.
+    ws.send(json!({"type": "ping"})).await;
+    ws.expect("pong").await;
+    ws.send(json!({"type": "credit", "sub": "s", "records": 4}))
+        .await;
+    received.extend(ws.records(4).await);
+    ws.assert_quiet().await;
+    ws.send(json!({"type": "credit", "sub": "s", "records": 100}))
+        .await;
+    received.extend(ws.records(3).await);
+    ws.assert_quiet().await;
+    let got: Vec<String> = received.iter().map(value_of).collect();
+    assert_eq!(got, values, "in offset order, each once");
+    ws.close_cleanly().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn slow_consumer_is_closed_with_4008() {
+    let gw = TestGateway::start().await;
+    create_topic(&gw, "slow", 1).await;
+    let values: Vec<String> = (0..5).map(|i| format!("s{i}")).collect();
+    rest_produce(&gw, "slow", 0, &values).await;
+    let mut ws = Ws::connect(&gw, "?pause_limit_ms=300").await;
+    ws.subscribe(
+        json!({"type": "subscribe", "id": "s", "topic": "slow", "from": "earliest", "credit": 2}),
+    )
+    .await;
+    ws.records(2).await;
+    let (code, reason) = ws.expect_close(FRAME_WAIT).await;
+    assert_eq!(code, 4008);
+    assert_eq!(reason, "slow consumer: no credit for 300 ms");
+
+    // A subscriber that keeps granting credit is never closed.
+    let mut ws = Ws::connect(&gw, "?pause_limit_ms=300").await;
+    ws.subscribe(
+        json!({"type": "subscribe", "id": "s", "topic": "slow", "from": "earliest", "credit": 1}),
+    )
+    .await;
+    for _ in 0..5 {
+        ws.records(1).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ws.send(json!({"type": "credit", "sub": "s", "records": 1}))
+            .await;
+    }
+    // Caught up, holding credit: idle is not slow.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    ws.send(json!({"type": "ping"})).await;
+    ws.expect("pong").await;
+    ws.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_frames_get_errors_and_the_connection_stays_usable() {
+    let gw = TestGateway::start().await;
+    create_topic(&gw, "ok", 1).await;
+    let mut ws = Ws::connect(&gw, "").await;
+    let cases = [
+        ("{not json", "malformed JSON"),
+        ("[]", "a frame must be a JSON object"),
+        (r#"{"id":"x"}"#, "the frame has no \"type\""),
+        (r#"{"type":"fetch"}"#, "unknown frame type \"fetch\""),
+        (r#"{"type":"produce","id":"p1"}"#, "invalid produce frame"),
+        (
+            r#"{"type":"subscribe","id":"s1"}"#,
+            "invalid subscribe frame",
+        ),
+        (
+            r#"{"type":"credit","sub":"nope","records":1}"#,
+            "no subscription \"nope\"",
+        ),
+        (
+            r#"{"type":"unsubscribe","sub":"nope"}"#,
+            "no subscription \"nope\"",
+        ),
+        (
+            r#"{"type":"produce","id":"p2","topic":"ok","records":[{}],"acks":"2"}"#,
+            "acks must be",
+        ),
+        (
+            r#"{"type":"subscribe","id":"s2","topic":"ok","from":"middle"}"#,
+            "from must be earliest or latest",
+        ),
+    ];
+    for (text, expected) in cases {
+        ws.send_text(text).await;
+        let error = ws.expect("error").await;
+        assert_eq!(error["error_code"], 400, "{text}: {error}");
+        let message = error["message"].as_str().expect("message");
+        assert!(message.starts_with(expected), "{text}: {message}");
+    }
+    // Binary frames are refused for now.
+    ws.stream
+        .send(Message::binary(vec![1_u8, 2, 3]))
+        .await
+        .expect("sent");
+    let error = ws.expect("error").await;
+    assert!(
+        error["message"].as_str().unwrap().contains("binary"),
+        "{error}"
+    );
+    // WebSocket pings are answered by the layer below.
+    ws.stream
+        .send(Message::Ping(b"hi".to_vec().into()))
+        .await
+        .expect("ping sent");
+    let pong = tokio::time::timeout(FRAME_WAIT, ws.stream.next())
+        .await
+        .expect("pong in time");
+    assert!(matches!(pong, Some(Ok(Message::Pong(_)))), "{pong:?}");
+
+    // Still usable.
+    ws.send(json!({"type": "ping"})).await;
+    ws.expect("pong").await;
+    ws.send(produce_frame("p3", "ok", 0, &["fine".into()]))
+        .await;
+    let ack = ws.expect("ack").await;
+    assert_eq!(ack["id"], "p3");
+    ws.close().await;
+
+    // A plain GET is not an upgrade: a JSON error, not a panic.
+    let response = gw
+        .client
+        .get(format!("{}/v1/ws", gw.url))
+        .send()
+        .await
+        .expect("reaches the gateway");
+    assert!(response.status().is_client_error(), "{}", response.status());
+    let body: Value = response.json().await.expect("JSON error");
+    assert!(body["error_code"].is_u64(), "{body}");
+    gw.stop().await;
+}
