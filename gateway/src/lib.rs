@@ -5,6 +5,8 @@
 //!   records; v3 records and topics).
 //! - [`error`]: [`error::ApiError`], the one place errors become HTTP answers
 //!   in Confluent's `{"error_code", "message"}` shape.
+//! - [`start`]: where a live tail (SSE, WebSocket) starts: a cursor,
+//!   the oldest records, or the end.
 //! - [`ws`]: the WebSocket endpoint `/v1/ws` (produce with acks,
 //!   subscriptions with credit and cursor resume).
 //! - [`admin`]: the admin listener's router (health, readiness, federation
@@ -19,6 +21,7 @@ pub mod app;
 pub mod error;
 pub mod rest;
 pub mod server;
+pub mod start;
 pub mod tls;
 pub mod ws;
 

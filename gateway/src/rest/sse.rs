@@ -31,7 +31,7 @@ use hyper::body::Frame;
 use serde::Serialize;
 use sluice_broker::Record;
 use sluice_federation::cursor::{Cursor, Position};
-use sluice_federation::{Federation, FederationError, ReadBatch, ReadStart};
+use sluice_federation::{Federation, ReadBatch, ReadStart};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -39,6 +39,7 @@ use super::extract::{PathParams, QueryParams};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::server::ShutdownHandle;
+use crate::start::StartAt;
 
 /// Media type of the stream.
 pub const EVENT_STREAM: &str = "text/event-stream";
@@ -73,14 +74,6 @@ pub const DEFAULT_SSE_RETRY_MS: u64 = 1_000;
 /// the task reads ahead by at most one batch.
 const CHANNEL_CHUNKS: usize = 1;
 
-/// Budget of the read that finds where "earliest" starts; a read returns at
-/// least one record when any is available, and only its position is kept.
-const EARLIEST_PROBE_MAX_BYTES: usize = 1;
-
-/// Attempts at reading `latest` offsets within one epoch when an epoch
-/// switch races with them.
-const LATEST_ATTEMPTS: usize = 3;
-
 /// `GET /topics/{topic}/events[?from=earliest|latest][&cursor=C][&heartbeat_ms=N]`.
 ///
 /// `Last-Event-ID` (a cursor) wins over the query, since a reconnecting
@@ -95,8 +88,9 @@ pub async fn events(
     check_accept(&headers)?;
     let heartbeat = heartbeat_interval(&query)?;
     let info = state.federation.describe_topic(&topic).await?;
-    let start = StartAt::from_request(&headers, &query, &topic)?;
-    let cursor = resolve(&state.federation, &topic, info.partitions, start).await?;
+    let cursor = start_at(&headers, &query, &topic)?
+        .resolve(&state.federation, &topic, info.partitions)
+        .await?;
 
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
     let tail = Tail {
@@ -160,125 +154,20 @@ fn heartbeat_interval(query: &QueryParams) -> Result<Duration, ApiError> {
     Ok(Duration::from_millis(ms))
 }
 
-/// Where the stream starts, as the request asks.
-#[derive(Debug)]
-enum StartAt {
-    Cursor(Cursor),
-    Earliest,
-    Latest,
-}
-
-impl StartAt {
-    fn from_request(
-        headers: &HeaderMap,
-        query: &QueryParams,
-        topic: &str,
-    ) -> Result<Self, ApiError> {
-        let decode = |text: &str| {
-            Cursor::decode(text, topic)
-                .map(Self::Cursor)
-                .map_err(|e| ApiError::from(FederationError::from(e)))
-        };
-        if let Some(value) = headers.get(LAST_EVENT_ID) {
-            let text = value
-                .to_str()
-                .map_err(|_| ApiError::bad_request("Last-Event-ID is not visible ASCII"))?
-                .trim();
-            // An empty id is what a browser sends before it saw any id.
-            if !text.is_empty() {
-                return decode(text);
-            }
-        }
-        match (query.get("cursor"), query.get("from")) {
-            (Some(_), Some(_)) => Err(ApiError::bad_request(
-                "give either `cursor` or `from`, not both",
-            )),
-            (Some(cursor), None) => decode(cursor),
-            (None, None | Some("latest")) => Ok(Self::Latest),
-            (None, Some("earliest")) => Ok(Self::Earliest),
-            (None, Some(other)) => Err(ApiError::bad_request(format!(
-                "query parameter from must be earliest or latest, got {other:?}"
-            ))),
+/// Where the stream starts: `Last-Event-ID` (what a browser sends when
+/// it reconnects), else `cursor` or `from` in the query.
+fn start_at(headers: &HeaderMap, query: &QueryParams, topic: &str) -> Result<StartAt, ApiError> {
+    if let Some(value) = headers.get(LAST_EVENT_ID) {
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError::bad_request("Last-Event-ID is not visible ASCII"))?
+            .trim();
+        // An empty id is what a browser sends before it saw any id.
+        if !text.is_empty() {
+            return StartAt::decode(text, topic);
         }
     }
-}
-
-/// A cursor with a position for each of the topic's `partitions`.
-async fn resolve(
-    federation: &Federation,
-    topic: &str,
-    partitions: u32,
-    start: StartAt,
-) -> Result<Cursor, ApiError> {
-    match start {
-        StartAt::Cursor(cursor) => {
-            if let Some(p) = cursor
-                .positions()
-                .iter()
-                .find(|p| p.partition >= partitions)
-            {
-                return Err(ApiError::bad_request(format!(
-                    "invalid cursor: topic {topic:?} has {partitions} partitions, the cursor names partition {}",
-                    p.partition
-                )));
-            }
-            if let Some(missing) = (0..partitions).find(|p| cursor.position(*p).is_none()) {
-                return Err(ApiError::bad_request(format!(
-                    "invalid cursor: it has no position for partition {missing}; \
-                     use an event id from this route, which covers every partition"
-                )));
-            }
-            Ok(cursor)
-        }
-        StartAt::Earliest => {
-            let mut cursor = Cursor::default();
-            for partition in 0..partitions {
-                let probe = federation
-                    .read(
-                        topic,
-                        partition,
-                        ReadStart::Earliest,
-                        EARLIEST_PROBE_MAX_BYTES,
-                    )
-                    .await?;
-                let next_offset = probe
-                    .records
-                    .first()
-                    .map_or(probe.next_offset, |r| r.offset);
-                cursor.set(Position {
-                    partition,
-                    epoch: probe.epoch,
-                    next_offset,
-                });
-            }
-            Ok(cursor)
-        }
-        StartAt::Latest => {
-            let mut epoch = federation.describe_topic(topic).await?.epoch;
-            let mut cursor = Cursor::default();
-            for _ in 0..LATEST_ATTEMPTS {
-                for partition in 0..partitions {
-                    let latest = federation.offsets(topic, partition).await?.latest;
-                    cursor.set(Position {
-                        partition,
-                        epoch,
-                        next_offset: latest,
-                    });
-                }
-                // Offsets belong to the epoch current when they were read:
-                // if it changed meanwhile, some may be the new cluster's.
-                let now = federation.describe_topic(topic).await?.epoch;
-                if now == epoch {
-                    return Ok(cursor);
-                }
-                epoch = now;
-            }
-            Err(FederationError::Conflict(format!(
-                "topic {topic:?} kept changing epochs while the stream started; retry"
-            ))
-            .into())
-        }
-    }
+    StartAt::parse(query.get("cursor"), query.get("from"), topic)
 }
 
 /// The reading side of one stream.

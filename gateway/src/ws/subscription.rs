@@ -15,7 +15,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use sluice_broker::Record;
 use sluice_federation::cursor::{Cursor, Position};
-use sluice_federation::{Federation, FederationError, ReadBatch, ReadStart};
+use sluice_federation::{Federation, ReadBatch, ReadStart};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -23,18 +23,13 @@ use super::protocol::{HeaderOut, RecordFrame, ServerFrame, SubscribeFrame};
 use super::session::{send, Out};
 use super::CLOSE_SLOW_CONSUMER;
 use crate::error::ApiError;
+use crate::start::StartAt;
 
 /// `max_bytes` of each partition read: what a subscription holds at most.
 pub const DEFAULT_WS_READ_MAX_BYTES: usize = 256 * 1024;
 
 /// Sleep between polling rounds that found no record.
 pub const DEFAULT_WS_POLL_IDLE_MS: u64 = 100;
-
-/// Budget of the read that finds where "earliest" starts.
-const EARLIEST_PROBE_MAX_BYTES: usize = 1;
-
-/// Attempts at reading `latest` offsets within one epoch.
-const LATEST_ATTEMPTS: usize = 3;
 
 /// A running subscription.
 pub struct Subscription {
@@ -256,98 +251,10 @@ async fn settle(
 ) -> Result<(u32, Cursor), ApiError> {
     let topic = frame.topic.as_str();
     let partitions = federation.describe_topic(topic).await?.partitions;
-    let cursor = match (frame.cursor.as_deref(), frame.from.as_deref()) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request(
-                "give either `cursor` or `from`, not both",
-            ))
-        }
-        (Some(text), None) => from_cursor(text, topic, partitions)?,
-        (None, Some("earliest")) => earliest(federation, topic, partitions).await?,
-        (None, None | Some("latest")) => latest(federation, topic, partitions).await?,
-        (None, Some(other)) => {
-            return Err(ApiError::bad_request(format!(
-                "from must be earliest or latest, got {other:?}"
-            )))
-        }
-    };
+    let cursor = StartAt::parse(frame.cursor.as_deref(), frame.from.as_deref(), topic)?
+        .resolve(federation, topic, partitions)
+        .await?;
     Ok((partitions, cursor))
-}
-
-/// A cursor from a `record` frame of this topic, which covers every partition.
-fn from_cursor(text: &str, topic: &str, partitions: u32) -> Result<Cursor, ApiError> {
-    let cursor = Cursor::decode(text, topic).map_err(FederationError::from)?;
-    if let Some(p) = cursor
-        .positions()
-        .iter()
-        .find(|p| p.partition >= partitions)
-    {
-        return Err(ApiError::bad_request(format!(
-            "invalid cursor: topic {topic:?} has {partitions} partitions, the cursor names partition {}",
-            p.partition
-        )));
-    }
-    if let Some(missing) = (0..partitions).find(|p| cursor.position(*p).is_none()) {
-        return Err(ApiError::bad_request(format!(
-            "invalid cursor: it has no position for partition {missing}; \
-             use a cursor from a record frame, which covers every partition"
-        )));
-    }
-    Ok(cursor)
-}
-
-async fn earliest(
-    federation: &Federation,
-    topic: &str,
-    partitions: u32,
-) -> Result<Cursor, ApiError> {
-    let mut cursor = Cursor::default();
-    for partition in 0..partitions {
-        let probe = federation
-            .read(
-                topic,
-                partition,
-                ReadStart::Earliest,
-                EARLIEST_PROBE_MAX_BYTES,
-            )
-            .await?;
-        let next_offset = probe
-            .records
-            .first()
-            .map_or(probe.next_offset, |r| r.offset);
-        cursor.set(Position {
-            partition,
-            epoch: probe.epoch,
-            next_offset,
-        });
-    }
-    Ok(cursor)
-}
-
-async fn latest(federation: &Federation, topic: &str, partitions: u32) -> Result<Cursor, ApiError> {
-    let mut epoch = federation.describe_topic(topic).await?.epoch;
-    for _ in 0..LATEST_ATTEMPTS {
-        let mut cursor = Cursor::default();
-        for partition in 0..partitions {
-            let latest = federation.offsets(topic, partition).await?.latest;
-            cursor.set(Position {
-                partition,
-                epoch,
-                next_offset: latest,
-            });
-        }
-        // Offsets belong to the epoch current when they were read: if it
-        // changed meanwhile, some may be the new cluster's.
-        let now = federation.describe_topic(topic).await?.epoch;
-        if now == epoch {
-            return Ok(cursor);
-        }
-        epoch = now;
-    }
-    Err(FederationError::Conflict(format!(
-        "topic {topic:?} kept changing epochs while the subscription started; retry"
-    ))
-    .into())
 }
 
 #[cfg(test)]

@@ -1,0 +1,140 @@
+//! Where a live tail of a topic starts, shared by the SSE route and
+//! WebSocket subscriptions: a cursor handed out earlier (one position per
+//! partition), the oldest records, or the end of every partition.
+
+use sluice_federation::cursor::{Cursor, Position};
+use sluice_federation::{Federation, FederationError, ReadStart};
+
+use crate::error::ApiError;
+
+/// A read of this size finds where a partition's oldest record is, without
+/// holding its payload.
+const EARLIEST_PROBE_MAX_BYTES: usize = 1;
+
+/// Tries at reading every partition's end within one epoch before giving
+/// up on a topic that keeps switching epochs.
+const LATEST_ATTEMPTS: usize = 3;
+
+/// Where a tail starts, as the client asked.
+#[derive(Debug)]
+pub enum StartAt {
+    /// After the positions of a cursor this topic's tails handed out.
+    Cursor(Cursor),
+    /// The oldest records still held, in the first epoch.
+    Earliest,
+    /// Only records produced from now on.
+    Latest,
+}
+
+impl StartAt {
+    /// From a `cursor` and a `from` (`earliest` or `latest`, the default),
+    /// which exclude each other.
+    pub fn parse(cursor: Option<&str>, from: Option<&str>, topic: &str) -> Result<Self, ApiError> {
+        match (cursor, from) {
+            (Some(_), Some(_)) => Err(ApiError::bad_request(
+                "give either `cursor` or `from`, not both",
+            )),
+            (Some(text), None) => Self::decode(text, topic),
+            (None, None | Some("latest")) => Ok(Self::Latest),
+            (None, Some("earliest")) => Ok(Self::Earliest),
+            (None, Some(other)) => Err(ApiError::bad_request(format!(
+                "from must be earliest or latest, got {other:?}"
+            ))),
+        }
+    }
+
+    /// A cursor; malformed or foreign ones are a 400 that says so.
+    pub fn decode(text: &str, topic: &str) -> Result<Self, ApiError> {
+        Cursor::decode(text, topic)
+            .map(Self::Cursor)
+            .map_err(|e| ApiError::from(FederationError::from(e)))
+    }
+
+    /// A cursor with a position for each of the topic's `partitions`.
+    pub async fn resolve(
+        self,
+        federation: &Federation,
+        topic: &str,
+        partitions: u32,
+    ) -> Result<Cursor, ApiError> {
+        match self {
+            Self::Cursor(cursor) => check_covers(cursor, topic, partitions),
+            Self::Earliest => earliest(federation, topic, partitions).await,
+            Self::Latest => latest(federation, topic, partitions).await,
+        }
+    }
+}
+
+fn check_covers(cursor: Cursor, topic: &str, partitions: u32) -> Result<Cursor, ApiError> {
+    if let Some(p) = cursor
+        .positions()
+        .iter()
+        .find(|p| p.partition >= partitions)
+    {
+        return Err(ApiError::bad_request(format!(
+            "invalid cursor: topic {topic:?} has {partitions} partitions, the cursor names partition {}",
+            p.partition
+        )));
+    }
+    if let Some(missing) = (0..partitions).find(|p| cursor.position(*p).is_none()) {
+        return Err(ApiError::bad_request(format!(
+            "invalid cursor: it has no position for partition {missing}; \
+             use a cursor from a streamed record, which covers every partition"
+        )));
+    }
+    Ok(cursor)
+}
+
+async fn earliest(
+    federation: &Federation,
+    topic: &str,
+    partitions: u32,
+) -> Result<Cursor, ApiError> {
+    let mut cursor = Cursor::default();
+    for partition in 0..partitions {
+        let probe = federation
+            .read(
+                topic,
+                partition,
+                ReadStart::Earliest,
+                EARLIEST_PROBE_MAX_BYTES,
+            )
+            .await?;
+        let next_offset = probe
+            .records
+            .first()
+            .map_or(probe.next_offset, |r| r.offset);
+        cursor.set(Position {
+            partition,
+            epoch: probe.epoch,
+            next_offset,
+        });
+    }
+    Ok(cursor)
+}
+
+async fn latest(federation: &Federation, topic: &str, partitions: u32) -> Result<Cursor, ApiError> {
+    let mut epoch = federation.describe_topic(topic).await?.epoch;
+    for _ in 0..LATEST_ATTEMPTS {
+        let mut cursor = Cursor::default();
+        for partition in 0..partitions {
+            let latest = federation.offsets(topic, partition).await?.latest;
+            cursor.set(Position {
+                partition,
+                epoch,
+                next_offset: latest,
+            });
+        }
+        // Offsets belong to the epoch current when they were read: if it
+        // changed meanwhile, some may be the new cluster's.
+        let now = federation.describe_topic(topic).await?.epoch;
+        if now == epoch {
+            return Ok(cursor);
+        }
+        epoch = now;
+    }
+    Err(FederationError::Conflict(format!(
+        "topic {topic:?} kept changing epochs while the tail started; retry"
+    ))
+    .into())
+}
