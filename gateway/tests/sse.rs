@@ -187,54 +187,6 @@ async fn assert_error(response: reqwest::Response, status: u16, code: u32) -> St
     body["message"].as_str().expect("message").to_owned()
 }
 
-async fn create_topic(gw: &TestGateway, topic: &str, partitions: u32) {
-    let response = gw
-        .client
-        .post(format!("{}/v3/clusters/sluice/topics", gw.url))
-        .json(&json!({"topic_name": topic, "partitions_count": partitions}))
-        .send()
-        .await
-        .expect("create reaches the gateway");
-    assert_eq!(response.status(), StatusCode::CREATED);
-}
-
-/// Produces `values` to `partition`, one record each.
-async fn produce(gw: &TestGateway, topic: &str, partition: u32, values: &[String]) {
-    let records: Vec<Value> = values
-        .iter()
-        .map(|v| json!({"partition": partition, "value": BASE64.encode(v)}))
-        .collect();
-    let response = gw
-        .client
-        .post(format!("{}/topics/{topic}", gw.url))
-        .header("content-type", BINARY)
-        .body(json!({ "records": records }).to_string())
-        .send()
-        .await
-        .expect("produce reaches the gateway");
-    assert_eq!(response.status(), StatusCode::OK);
-}
-
-/// Produces `per_partition` records to each of `partitions`, values named
-/// `{round}-p{partition}-{i}`; returns them.
-async fn produce_round(
-    gw: &TestGateway,
-    topic: &str,
-    partitions: u32,
-    per_partition: usize,
-    round: &str,
-) -> Vec<String> {
-    let mut all = Vec::new();
-    for partition in 0..partitions {
-        let values: Vec<String> = (0..per_partition)
-            .map(|i| format!("{round}-p{partition}-{i}"))
-            .collect();
-        produce(gw, topic, partition, &values).await;
-        all.extend(values);
-    }
-    all
-}
-
 /// Asserts each (partition, offset) came once and in offset order per
 /// partition, and that the values are exactly `expected`.
 fn assert_exactly_once(received: &[RecordEvent], expected: &[String]) {
@@ -266,8 +218,8 @@ fn assert_exactly_once(received: &[RecordEvent], expected: &[String]) {
 #[tokio::test]
 async fn earliest_then_live_then_resume_delivers_each_record_once() {
     let gw = TestGateway::start().await;
-    create_topic(&gw, "tail", 3).await;
-    let mut produced = produce_round(&gw, "tail", 3, 3, "before").await;
+    gw.create_topic("tail", 3).await;
+    let mut produced = gw.produce_round("tail", 3, 3, "before").await;
 
     let mut stream = EventStream::open(&gw, "/topics/tail/events?from=earliest", None).await;
     let first = stream.retry_hint().await;
@@ -284,18 +236,18 @@ async fn earliest_then_live_then_resume_delivers_each_record_once() {
     assert_exactly_once(&received, &produced);
 
     // Live: records produced while connected arrive without reconnecting.
-    produced.extend(produce_round(&gw, "tail", 3, 2, "live").await);
+    produced.extend(gw.produce_round("tail", 3, 2, "live").await);
     received.extend(stream.records(6).await);
     assert_exactly_once(&received, &produced);
 
     // Leave mid-way through a round, with records still unread.
-    produced.extend(produce_round(&gw, "tail", 3, 2, "cut").await);
+    produced.extend(gw.produce_round("tail", 3, 2, "cut").await);
     received.extend(stream.records(2).await);
     let last_id = received.last().expect("events").id.clone();
     drop(stream);
 
     // Resume as a browser does, with the URL it first opened.
-    produced.extend(produce_round(&gw, "tail", 3, 1, "after").await);
+    produced.extend(gw.produce_round("tail", 3, 1, "after").await);
     let mut resumed =
         EventStream::open(&gw, "/topics/tail/events?from=earliest", Some(&last_id)).await;
     let missing = produced.len() - received.len();
@@ -309,8 +261,8 @@ async fn earliest_then_live_then_resume_delivers_each_record_once() {
 #[tokio::test]
 async fn every_event_id_resumes_on_every_partition() {
     let gw = TestGateway::start().await;
-    create_topic(&gw, "ids", 3).await;
-    let produced = produce_round(&gw, "ids", 3, 2, "r").await;
+    gw.create_topic("ids", 3).await;
+    let produced = gw.produce_round("ids", 3, 2, "r").await;
     let mut stream = EventStream::open(&gw, "/topics/ids/events?from=earliest", None).await;
     let received = stream.records(produced.len()).await;
     drop(stream);
@@ -335,13 +287,13 @@ async fn every_event_id_resumes_on_every_partition() {
 #[tokio::test]
 async fn latest_receives_only_new_records() {
     let gw = TestGateway::start().await;
-    create_topic(&gw, "news", 3).await;
-    produce_round(&gw, "news", 3, 2, "old").await;
+    gw.create_topic("news", 3).await;
+    gw.produce_round("news", 3, 2, "old").await;
 
     // The stream's start is fixed once the response head arrives.
     let mut explicit = EventStream::open(&gw, "/topics/news/events?from=latest", None).await;
     let mut default = EventStream::open(&gw, "/topics/news/events", None).await;
-    let fresh = produce_round(&gw, "news", 3, 1, "new").await;
+    let fresh = gw.produce_round("news", 3, 1, "new").await;
     for stream in [&mut explicit, &mut default] {
         let received = stream.records(fresh.len()).await;
         assert_exactly_once(&received, &fresh);
@@ -363,15 +315,15 @@ async fn unknown_topic_is_404_before_the_stream() {
 #[tokio::test]
 async fn bad_starts_are_400_before_the_stream() {
     let gw = TestGateway::start().await;
-    create_topic(&gw, "here", 3).await;
-    create_topic(&gw, "there", 3).await;
+    gw.create_topic("here", 3).await;
+    gw.create_topic("there", 3).await;
 
     let response = request(&gw, "/topics/here/events", Some("not-a-cursor")).await;
     let message = assert_error(response, 400, 400).await;
     assert!(message.contains("cursor"), "{message}");
 
     // A valid id, but from another topic's stream.
-    produce(&gw, "there", 0, &["x".to_owned()]).await;
+    gw.produce_values("there", 0, &["x".to_owned()]).await;
     let mut stream = EventStream::open(&gw, "/topics/there/events?from=earliest", None).await;
     let foreign = stream.records(1).await.remove(0).id;
     drop(stream);
@@ -392,7 +344,7 @@ async fn bad_starts_are_400_before_the_stream() {
 #[tokio::test]
 async fn idle_stream_gets_heartbeats() {
     let gw = TestGateway::start().await;
-    create_topic(&gw, "quiet", 3).await;
+    gw.create_topic("quiet", 3).await;
     let mut stream = EventStream::open(&gw, "/topics/quiet/events?heartbeat_ms=50", None).await;
     let mut heartbeats = 0;
     while heartbeats < 2 {
@@ -415,7 +367,7 @@ async fn idle_stream_gets_heartbeats() {
 #[tokio::test]
 async fn disconnect_stops_the_reading_task() {
     let gw = TestGateway::start().await;
-    create_topic(&gw, "left", 3).await;
+    gw.create_topic("left", 3).await;
     let federation = gw.gateway().federation();
     let idle = std::sync::Arc::strong_count(federation);
 
@@ -437,8 +389,8 @@ async fn disconnect_stops_the_reading_task() {
 #[tokio::test]
 async fn cluster_error_ends_the_stream_with_an_error_event() {
     let gw = TestGateway::start_with(|c| c.federation.health_check_interval_ms = 100).await;
-    create_topic(&gw, "fragile", 3).await;
-    produce(&gw, "fragile", 1, &["first".to_owned()]).await;
+    gw.create_topic("fragile", 3).await;
+    gw.produce_values("fragile", 1, &["first".to_owned()]).await;
     let mut stream = EventStream::open(&gw, "/topics/fragile/events?from=earliest", None).await;
     let first = stream.records(1).await.remove(0);
     assert_eq!(first.value, "first");
@@ -523,12 +475,12 @@ async fn cluster_error_ends_the_stream_with_an_error_event() {
 #[tokio::test]
 async fn batches_larger_than_a_chunk_arrive_whole() {
     let gw = TestGateway::start().await;
-    create_topic(&gw, "bulk", 3).await;
+    gw.create_topic("bulk", 3).await;
     // About 300 KiB on one partition: more than one read and many chunks.
     let filler = "x".repeat(1024);
     let values: Vec<String> = (0..300).map(|i| format!("{i:03}-{filler}")).collect();
     for part in values.chunks(100) {
-        produce(&gw, "bulk", 1, part).await;
+        gw.produce_values("bulk", 1, part).await;
     }
     let mut stream = EventStream::open(&gw, "/topics/bulk/events?from=earliest", None).await;
     let received = stream.records(values.len()).await;
@@ -542,7 +494,7 @@ async fn batches_larger_than_a_chunk_arrive_whole() {
 async fn a_drain_ends_open_streams_instead_of_waiting_out_the_grace() {
     // A long grace period: the stop below must not need it.
     let gw = TestGateway::start_with(|c| c.gateway.shutdown_grace_ms = 30_000).await;
-    create_topic(&gw, "draining", 1).await;
+    gw.create_topic("draining", 1).await;
     let mut stream = EventStream::open(&gw, "/topics/draining/events?heartbeat_ms=50", None).await;
     stream
         .next_frame(EVENT_WAIT)

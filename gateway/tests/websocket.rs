@@ -167,17 +167,6 @@ impl Ws {
     }
 }
 
-async fn create_topic(gw: &TestGateway, topic: &str, partitions: u32) {
-    let response = gw
-        .client
-        .post(format!("{}/v3/clusters/sluice/topics", gw.url))
-        .json(&json!({"topic_name": topic, "partitions_count": partitions}))
-        .send()
-        .await
-        .expect("create reaches the gateway");
-    assert_eq!(response.status(), StatusCode::CREATED);
-}
-
 /// A produce frame of one record per value, to `partition`.
 fn produce_frame(id: &str, topic: &str, partition: u32, values: &[String]) -> Value {
     let records: Vec<Value> = values
@@ -185,43 +174,6 @@ fn produce_frame(id: &str, topic: &str, partition: u32, values: &[String]) -> Va
         .map(|v| json!({"partition": partition, "value": BASE64.encode(v)}))
         .collect();
     json!({"type": "produce", "id": id, "topic": topic, "records": records})
-}
-
-/// Produces over REST (for subscriptions to read).
-async fn rest_produce(gw: &TestGateway, topic: &str, partition: u32, values: &[String]) {
-    let records: Vec<Value> = values
-        .iter()
-        .map(|v| json!({"partition": partition, "value": BASE64.encode(v)}))
-        .collect();
-    let response = gw
-        .client
-        .post(format!("{}/topics/{topic}", gw.url))
-        .header("content-type", BINARY)
-        .body(json!({ "records": records }).to_string())
-        .send()
-        .await
-        .expect("produce reaches the gateway");
-    assert_eq!(response.status(), StatusCode::OK);
-}
-
-/// Produces `per_partition` values named `{round}-p{partition}-{i}` to each
-/// partition over REST; returns them.
-async fn produce_round(
-    gw: &TestGateway,
-    topic: &str,
-    partitions: u32,
-    per_partition: usize,
-    round: &str,
-) -> Vec<String> {
-    let mut all = Vec::new();
-    for partition in 0..partitions {
-        let values: Vec<String> = (0..per_partition)
-            .map(|i| format!("{round}-p{partition}-{i}"))
-            .collect();
-        rest_produce(gw, topic, partition, &values).await;
-        all.extend(values);
-    }
-    all
 }
 
 /// Reads a partition over REST from a query (`offset=N` or `cursor=C`).
@@ -276,7 +228,7 @@ fn assert_exactly_once(received: &[Value], expected: &[String]) {
 #[tokio::test]
 async fn produce_is_acked_and_readable_over_rest() {
     let gw = TestGateway::start().await;
-    create_topic(&gw, "orders", 2).await;
+    gw.create_topic("orders", 2).await;
     let mut ws = Ws::connect(&gw, "").await;
     ws.send(json!({
         "type": "produce", "id": "c1", "topic": "orders", "acks": "all",
@@ -335,7 +287,7 @@ async fn produce_is_acked_and_readable_over_rest() {
 #[tokio::test]
 async fn many_produces_in_flight_are_correlated_by_id() {
     let gw = TestGateway::start().await;
-    create_topic(&gw, "burst", 3).await;
+    gw.create_topic("burst", 3).await;
     let mut ws = Ws::connect(&gw, "").await;
     // More than the in-flight limit, sent without waiting for any ack.
     let produces = 200_u32;
@@ -380,8 +332,8 @@ async fn many_produces_in_flight_are_correlated_by_id() {
 #[tokio::test]
 async fn subscribe_from_earliest_receives_everything() {
     let gw = TestGateway::start().await;
-    create_topic(&gw, "events", 3).await;
-    let mut expected = produce_round(&gw, "events", 3, 4, "old").await;
+    gw.create_topic("events", 3).await;
+    let mut expected = gw.produce_round("events", 3, 4, "old").await;
     let mut ws = Ws::connect(&gw, "").await;
     let partitions = ws
         .subscribe(json!({"type": "subscribe", "id": "s1", "topic": "events", "from": "earliest"}))
@@ -389,7 +341,7 @@ async fn subscribe_from_earliest_receives_everything() {
     assert_eq!(partitions, 3);
     let mut received = ws.records(12).await;
     // Live records follow.
-    expected.extend(produce_round(&gw, "events", 3, 2, "new").await);
+    expected.extend(gw.produce_round("events", 3, 2, "new").await);
     received.extend(ws.records(6).await);
     for record in &received {
         assert_eq!(record["sub"], "s1");
@@ -402,7 +354,7 @@ async fn subscribe_from_earliest_receives_everything() {
     // Unsubscribed: nothing more comes.
     ws.send(json!({"type": "unsubscribe", "sub": "s1"})).await;
     assert_eq!(ws.expect("unsubscribed").await["sub"], "s1");
-    produce_round(&gw, "events", 3, 1, "after").await;
+    gw.produce_round("events", 3, 1, "after").await;
     ws.assert_quiet().await;
     ws.close().await;
     gw.stop().await;
@@ -411,14 +363,14 @@ async fn subscribe_from_earliest_receives_everything() {
 #[tokio::test]
 async fn subscribe_from_latest_gets_only_new_records() {
     let gw = TestGateway::start().await;
-    create_topic(&gw, "tail", 2).await;
-    produce_round(&gw, "tail", 2, 3, "before").await;
+    gw.create_topic("tail", 2).await;
+    gw.produce_round("tail", 2, 3, "before").await;
     let mut ws = Ws::connect(&gw, "").await;
     // `from` defaults to latest.
     ws.subscribe(json!({"type": "subscribe", "id": "t", "topic": "tail"}))
         .await;
     ws.assert_quiet().await;
-    let expected = produce_round(&gw, "tail", 2, 2, "after").await;
+    let expected = gw.produce_round("tail", 2, 2, "after").await;
     let received = ws.records(4).await;
     assert_exactly_once(&received, &expected);
     ws.close().await;
@@ -428,8 +380,8 @@ async fn subscribe_from_latest_gets_only_new_records() {
 #[tokio::test]
 async fn subscribe_with_a_cursor_resumes_after_that_record() {
     let gw = TestGateway::start().await;
-    create_topic(&gw, "resume", 2).await;
-    let all = produce_round(&gw, "resume", 2, 5, "r").await;
+    gw.create_topic("resume", 2).await;
+    let all = gw.produce_round("resume", 2, 5, "r").await;
     let mut ws = Ws::connect(&gw, "").await;
     ws.subscribe(json!({"type": "subscribe", "id": "a", "topic": "resume", "from": "earliest"}))
         .await;
@@ -486,7 +438,7 @@ async fn subscribe_with_a_cursor_resumes_after_that_record() {
 #[tokio::test]
 async fn reconnect_resumes_from_the_last_cursor_while_producing() {
     let gw = TestGateway::start().await;
-    create_topic(&gw, "live", 3).await;
+    gw.create_topic("live", 3).await;
     let url = gw.url.clone();
     let client = gw.client.clone();
     let producer = tokio::spawn(async move {
@@ -543,9 +495,9 @@ async fn reconnect_resumes_from_the_last_cursor_while_producing() {
 #[tokio::test]
 async fn credit_limits_records_until_granted() {
     let gw = TestGateway::start().await;
-    create_topic(&gw, "credit", 1).await;
+    gw.create_topic("credit", 1).await;
     let values: Vec<String> = (0..12).map(|i| format!("c{i}")).collect();
-    rest_produce(&gw, "credit", 0, &values).await;
+    gw.produce_values("credit", 0, &values).await;
     let mut ws = Ws::connect(&gw, "").await;
     ws.subscribe(
         json!({"type": "subscribe", "id": "s", "topic": "credit", "from": "earliest", "credit": 5}),
@@ -573,9 +525,9 @@ async fn credit_limits_records_until_granted() {
 #[tokio::test]
 async fn slow_consumer_is_closed_with_4008() {
     let gw = TestGateway::start().await;
-    create_topic(&gw, "slow", 1).await;
+    gw.create_topic("slow", 1).await;
     let values: Vec<String> = (0..5).map(|i| format!("s{i}")).collect();
-    rest_produce(&gw, "slow", 0, &values).await;
+    gw.produce_values("slow", 0, &values).await;
     let mut ws = Ws::connect(&gw, "?pause_limit_ms=300").await;
     ws.subscribe(
         json!({"type": "subscribe", "id": "s", "topic": "slow", "from": "earliest", "credit": 2}),
@@ -609,7 +561,7 @@ async fn slow_consumer_is_closed_with_4008() {
 #[tokio::test]
 async fn malformed_frames_get_errors_and_the_connection_stays_usable() {
     let gw = TestGateway::start().await;
-    create_topic(&gw, "ok", 1).await;
+    gw.create_topic("ok", 1).await;
     let mut ws = Ws::connect(&gw, "").await;
     let cases = [
         ("{not json", "malformed JSON"),

@@ -93,4 +93,60 @@ impl TestGateway {
         self.gateway.stop().await;
         self.data_dir
     }
+
+    /// Creates a topic through the v3 route; panics unless it is created.
+    pub async fn create_topic(&self, topic: &str, partitions: u32) {
+        let response = self
+            .client
+            .post(format!("{}/v3/clusters/sluice/topics", self.url))
+            .json(&serde_json::json!({"topic_name": topic, "partitions_count": partitions}))
+            .send()
+            .await
+            .expect("create reaches the gateway");
+        assert_eq!(response.status(), 201);
+    }
+
+    /// Produces `values` to `partition` over REST (binary format), one
+    /// record each; panics unless acknowledged.
+    pub async fn produce_values(&self, topic: &str, partition: u32, values: &[String]) {
+        use base64::Engine as _;
+        let records: Vec<serde_json::Value> = values
+            .iter()
+            .map(|v| {
+                serde_json::json!({
+                    "partition": partition,
+                    "value": base64::engine::general_purpose::STANDARD.encode(v),
+                })
+            })
+            .collect();
+        let response = self
+            .client
+            .post(format!("{}/topics/{topic}", self.url))
+            .header("content-type", "application/vnd.kafka.binary.v2+json")
+            .body(serde_json::json!({ "records": records }).to_string())
+            .send()
+            .await
+            .expect("produce reaches the gateway");
+        assert_eq!(response.status(), 200);
+    }
+
+    /// Produces `per_partition` values named `{round}-p{partition}-{i}` to
+    /// each of `partitions`; returns them.
+    pub async fn produce_round(
+        &self,
+        topic: &str,
+        partitions: u32,
+        per_partition: usize,
+        round: &str,
+    ) -> Vec<String> {
+        let mut all = Vec::new();
+        for partition in 0..partitions {
+            let values: Vec<String> = (0..per_partition)
+                .map(|i| format!("{round}-p{partition}-{i}"))
+                .collect();
+            self.produce_values(topic, partition, &values).await;
+            all.extend(values);
+        }
+        all
+    }
 }
