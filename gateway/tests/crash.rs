@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::process::{toml_path, SluiceProcess};
+use common::process::{ephemeral_config, SluiceProcess};
 use serde_json::{json, Value};
 
 const TOPIC: &str = "crash";
@@ -22,23 +22,8 @@ const ACKED_BEFORE_KILL: usize = 2000;
 const PATIENCE: Duration = Duration::from_secs(60);
 
 fn start(dir: &Path) -> SluiceProcess {
-    let config = format!(
-        r#"
-[listener]
-address = "127.0.0.1:0"
-[admin]
-address = "127.0.0.1:0"
-insecure = true
-[storage]
-data_dir = {}
-[[clusters]]
-name = "local"
-kind = "embedded"
-[clusters.embedded]
-fsync = "always"
-"#,
-        toml_path(&dir.join("data"))
-    );
+    let config = ephemeral_config(&dir.join("data"))
+        + "[[clusters]]\nname = \"local\"\nkind = \"embedded\"\n[clusters.embedded]\nfsync = \"always\"\n";
     SluiceProcess::start(dir, &config)
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use common::process::{toml_path, SluiceProcess};
+use common::process::{ephemeral_config, SluiceProcess};
 use common::TestGateway;
 use serde_json::{json, Value};
 use sluice_config::{ClusterConfig, Config, DownPolicy, TopicPolicyConfig};
@@ -293,23 +293,8 @@ async fn migration_under_live_traffic_loses_and_duplicates_nothing() {
 }
 
 fn shared_placement_config(bed: &KafkaTestbed, data_dir: &std::path::Path) -> String {
-    let mut text = format!(
-        r#"
-[listener]
-address = "127.0.0.1:0"
-[admin]
-address = "127.0.0.1:0"
-insecure = true
-[storage]
-data_dir = {}
-[federation]
-health_check_interval_ms = 100
-[federation.placement]
-store = "kafka"
-cluster = "kafka-0"
-"#,
-        toml_path(data_dir)
-    );
+    let mut text = ephemeral_config(data_dir)
+        + "[federation]\nhealth_check_interval_ms = 100\n[federation.placement]\nstore = \"kafka\"\ncluster = \"kafka-0\"\n";
     for i in 0..bed.len() {
         text.push_str(&format!(
             "[[clusters]]\nname = \"{}\"\nkind = \"kafka\"\n[clusters.kafka]\nbootstrap_servers = \"{}\"\nrequest_timeout_ms = 3000\n",

@@ -138,6 +138,15 @@ impl Drop for SluiceProcess {
     }
 }
 
+/// The start of a config for a test process: both listeners on ephemeral
+/// loopback ports (admin plaintext), and the data directory.
+pub fn ephemeral_config(data_dir: &Path) -> String {
+    format!(
+        "[listener]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\ninsecure = true\n[storage]\ndata_dir = {}\n",
+        toml_path(data_dir)
+    )
+}
+
 /// A data directory path inside a test's temporary directory, as a TOML string.
 pub fn toml_path(path: &Path) -> String {
     let path: PathBuf = path.to_owned();
