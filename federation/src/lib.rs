@@ -27,7 +27,7 @@ pub mod store;
 
 pub use error::FederationError;
 pub use rebalance::{PlannedMove, RebalancePhase, RebalanceState};
-pub use router::{Federation, ReadBatch, ReadStart, TopicInfo};
+pub use router::{Federation, Produced, ReadBatch, ReadStart, TopicInfo};
 
 /// Shorthand for federation results.
 pub type Result<T> = std::result::Result<T, FederationError>;

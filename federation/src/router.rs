@@ -44,6 +44,16 @@ pub struct TopicInfo {
     pub epoch: u32,
 }
 
+/// Where produced records went: their offsets, and the epoch (of the
+/// topic's placement) they were written in.
+#[derive(Debug, Clone)]
+pub struct Produced {
+    /// One per record, in order.
+    pub offsets: Vec<ProducedOffset>,
+    /// The epoch whose cluster took them.
+    pub epoch: u32,
+}
+
 /// Where a read starts.
 #[derive(Debug, Clone)]
 pub enum ReadStart {
@@ -624,9 +634,20 @@ impl Federation {
     pub async fn produce(
         &self,
         topic: &str,
-        mut records: Vec<ProduceRecord>,
+        records: Vec<ProduceRecord>,
         acks: Acks,
     ) -> Result<Vec<ProducedOffset>> {
+        Ok(self.produce_to_epoch(topic, records, acks).await?.offsets)
+    }
+
+    /// [`Federation::produce`], also telling which epoch the records went
+    /// to, so a caller can hand out cursors for them.
+    pub async fn produce_to_epoch(
+        &self,
+        topic: &str,
+        mut records: Vec<ProduceRecord>,
+        acks: Acks,
+    ) -> Result<Produced> {
         Self::check_name(topic)?;
         // Bounded: each turn either returns or makes progress (places the
         // topic, fails it over to another cluster, or finds its home down).
@@ -678,7 +699,7 @@ impl Federation {
             }
             drop(guard);
             match produced {
-                Ok(offsets) => return Ok(offsets),
+                Ok(offsets) => return Ok(Produced { offsets, epoch }),
                 Err(BrokerError::UnknownTopic(_)) if self.topics.auto_create => {
                     // The home lost a placed topic (deleted out of band, or a
                     // broker that kept nothing over a restart). Like Kafka's

@@ -289,7 +289,7 @@ pub struct AckOffset {
     /// Offset assigned; `null` with `acks` `0`.
     pub offset: Option<u64>,
     /// Cursor to read from just after this record (this partition only);
-    /// `null` when unknown (acks `0`, or the topic switched epochs meanwhile).
+    /// `null` when the offset is unknown (acks `0`).
     pub cursor: Option<String>,
 }
 

@@ -242,20 +242,13 @@ async fn produce(
     records: Vec<ProduceRecord>,
     acks: sluice_broker::Acks,
 ) -> Result<Vec<AckOffset>, ApiError> {
-    let federation = &state.federation;
-    let epoch_before = federation.describe_topic(topic).await.ok().map(|t| t.epoch);
-    let produced = federation.produce(topic, records, acks).await?;
-    let epoch_after = federation.describe_topic(topic).await.ok().map(|t| t.epoch);
-    // Epochs only grow, and a switch waits for produces in flight: the same
-    // epoch before and after is the one written to. A topic this produce
-    // created starts in epoch 1. Otherwise the epoch is unknown, and so is
-    // the cursor.
-    let epoch = match (epoch_before, epoch_after) {
-        (Some(before), Some(after)) if before == after => Some(after),
-        (None, Some(1)) => Some(1),
-        _ => None,
-    };
+    let produced = state
+        .federation
+        .produce_to_epoch(topic, records, acks)
+        .await?;
+    let epoch = produced.epoch;
     Ok(produced
+        .offsets
         .into_iter()
         .map(
             |ProducedOffset {
@@ -263,9 +256,8 @@ async fn produce(
              }| AckOffset {
                 partition,
                 offset,
-                cursor: offset.zip(epoch).map(|(offset, epoch)| {
-                    Cursor::at_epoch(epoch, [(partition, offset + 1)]).encode(topic)
-                }),
+                cursor: offset
+                    .map(|offset| Cursor::at_epoch(epoch, [(partition, offset + 1)]).encode(topic)),
             },
         )
         .collect())
