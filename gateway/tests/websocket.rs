@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use ciborium::Value as Cbor;
 use common::TestGateway;
 use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
@@ -19,7 +20,6 @@ use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
-use ciborium::Value as Cbor;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;

@@ -305,7 +305,12 @@ mod tests {
         assert_eq!(field("type"), ciborium::Value::Text("record".into()));
         assert_eq!(field("key"), ciborium::Value::Bytes(b"order-7".to_vec()));
         assert_eq!(field("offset"), ciborium::Value::Integer(41.into()));
-        assert!(cbor.len() < frame.len(), "{} vs {}", cbor.len(), frame.len());
+        assert!(
+            cbor.len() < frame.len(),
+            "{} vs {}",
+            cbor.len(),
+            frame.len()
+        );
     }
 
     #[test]
