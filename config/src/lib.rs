@@ -93,6 +93,11 @@ impl Default for Config {
     }
 }
 
+/// Default of `gateway.tail_poll_ms`.
+pub const DEFAULT_TAIL_POLL_MS: u64 = 100;
+/// Highest `gateway.tail_poll_ms`.
+pub const MAX_TAIL_POLL_MS: u64 = 60_000;
+
 /// Gateway-wide settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -103,6 +108,10 @@ pub struct GatewayConfig {
     pub default_acks: Acks,
     /// Time in-flight requests get to finish on shutdown.
     pub shutdown_grace_ms: u64,
+    /// How often an idle WebSocket or SSE tail polls its topic. Records
+    /// produced through this gateway wake tails at once; the poll finds
+    /// those written through other gateways or straight to a cluster.
+    pub tail_poll_ms: u64,
 }
 
 impl Default for GatewayConfig {
@@ -111,6 +120,7 @@ impl Default for GatewayConfig {
             cluster_id: "sluice".to_owned(),
             default_acks: Acks::All,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
+            tail_poll_ms: DEFAULT_TAIL_POLL_MS,
         }
     }
 }

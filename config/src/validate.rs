@@ -35,6 +35,16 @@ pub(crate) fn validate(config: &Config, file: &Path) -> Result<(), ConfigError> 
             "must not be empty".into(),
         ));
     }
+    if !(1..=crate::MAX_TAIL_POLL_MS).contains(&config.gateway.tail_poll_ms) {
+        return Err(invalid(
+            "gateway.tail_poll_ms".into(),
+            format!(
+                "must be between 1 and {}, got {}",
+                crate::MAX_TAIL_POLL_MS,
+                config.gateway.tail_poll_ms
+            ),
+        ));
+    }
     if config.listener.max_connections == 0 {
         return Err(invalid(
             "listener.max_connections".into(),

@@ -55,9 +55,6 @@ pub const MIN_SSE_HEARTBEAT_MS: u64 = 10;
 /// Highest `heartbeat_ms` honoured: higher asks are lowered to it.
 pub const MAX_SSE_HEARTBEAT_MS: u64 = 300_000;
 
-/// Sleep between polling rounds that found no record.
-pub const DEFAULT_SSE_POLL_IDLE_MS: u64 = 100;
-
 /// `max_bytes` of each partition read: the bound on what one connection
 /// holds of a batch.
 pub const DEFAULT_SSE_READ_MAX_BYTES: usize = 256 * 1024;
@@ -94,12 +91,13 @@ pub async fn events(
 
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
     let tail = Tail {
+        appended: state.federation.watch_appends(&topic),
         federation: Arc::clone(&state.federation),
         shutdown: state.shutdown.clone(),
         topic,
         cursor,
         heartbeat,
-        poll_idle: Duration::from_millis(DEFAULT_SSE_POLL_IDLE_MS),
+        poll_idle: Duration::from_millis(state.config.gateway.tail_poll_ms),
         max_bytes: DEFAULT_SSE_READ_MAX_BYTES,
     };
     tokio::spawn(tail.run(tx));
@@ -182,6 +180,8 @@ struct Tail {
     heartbeat: Duration,
     poll_idle: Duration,
     max_bytes: usize,
+    /// Wakes the idle wait when this gateway appends to the topic.
+    appended: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 impl Tail {
@@ -255,6 +255,7 @@ impl Tail {
             let until_heartbeat = self.heartbeat.saturating_sub(last_sent.elapsed());
             tokio::select! {
                 () = tokio::time::sleep(self.poll_idle.min(until_heartbeat)) => {}
+                () = crate::start::appended(&mut self.appended) => {}
                 () = tx.closed() => return,
                 () = self.shutdown.draining() => return,
             }

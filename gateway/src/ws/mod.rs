@@ -68,6 +68,8 @@ pub struct SessionSettings {
     pub max_in_flight: usize,
     /// See [`DEFAULT_WS_PAUSE_LIMIT_MS`].
     pub pause_limit: Duration,
+    /// How often an idle subscription polls (`gateway.tail_poll_ms`).
+    pub poll_idle: Duration,
 }
 
 /// `GET /v1/ws[?pause_limit_ms=N]`: upgrades to a WebSocket session.
@@ -116,6 +118,7 @@ pub async fn upgrade(
         framing: framing.unwrap_or_default(),
         max_in_flight: DEFAULT_WS_MAX_IN_FLIGHT,
         pause_limit: Duration::from_millis(pause_limit_ms),
+        poll_idle: Duration::from_millis(state.config.gateway.tail_poll_ms),
     };
     let max_bytes = state.config.listener.max_body_bytes;
     Ok(upgrade

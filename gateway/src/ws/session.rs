@@ -208,7 +208,7 @@ impl Session {
                     Arc::clone(&self.state.federation),
                     subscribe,
                     granted,
-                    self.settings.pause_limit,
+                    self.settings,
                     self.out.clone(),
                 );
                 let task = tokio::spawn(task).abort_handle();

@@ -21,15 +21,12 @@ use super::protocol::{
     BytesOut, Encoded, Framing, HeaderOut, RecordFrame, ServerFrame, SubscribeFrame,
 };
 use super::session::{send, Outbox};
-use super::CLOSE_SLOW_CONSUMER;
+use super::{SessionSettings, CLOSE_SLOW_CONSUMER};
 use crate::error::ApiError;
 use crate::start::StartAt;
 
 /// `max_bytes` of each partition read: what a subscription holds at most.
 pub const DEFAULT_WS_READ_MAX_BYTES: usize = 256 * 1024;
-
-/// Sleep between polling rounds that found no record.
-pub const DEFAULT_WS_POLL_IDLE_MS: u64 = 100;
 
 /// A running subscription.
 pub struct Subscription {
@@ -43,7 +40,11 @@ pub struct Subscription {
     /// Records sent so far.
     sent: u64,
     pause_limit: Duration,
+    /// Sleep between polling rounds that found no record.
+    poll_idle: Duration,
     out: Outbox,
+    /// Wakes the idle wait when this gateway appends to the topic.
+    appended: Option<watch::Receiver<u64>>,
 }
 
 /// Why a subscription stops.
@@ -65,7 +66,7 @@ impl Subscription {
         federation: Arc<Federation>,
         frame: SubscribeFrame,
         granted: watch::Receiver<u64>,
-        pause_limit: Duration,
+        settings: SessionSettings,
         out: Outbox,
     ) {
         let (partitions, cursor) = match settle(&federation, &frame).await {
@@ -82,14 +83,17 @@ impl Subscription {
         if !send(&out, &subscribed).await {
             return;
         }
+        let appended = federation.watch_appends(&frame.topic);
         let subscription = Self {
+            appended,
             federation,
             id: frame.id,
             topic: frame.topic,
             cursor,
             granted,
             sent: 0,
-            pause_limit,
+            pause_limit: settings.pause_limit,
+            poll_idle: settings.poll_idle,
             out,
         };
         subscription.run().await;
@@ -159,7 +163,8 @@ impl Subscription {
             }
             if !delivered {
                 tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(DEFAULT_WS_POLL_IDLE_MS)) => {}
+                    () = tokio::time::sleep(self.poll_idle) => {}
+                    () = crate::start::appended(&mut self.appended) => {}
                     () = self.out.closed() => return Stop::Closed,
                     changed = self.granted.changed() => {
                         if changed.is_err() {
