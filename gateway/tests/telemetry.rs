@@ -679,3 +679,55 @@ async fn metrics_move_with_traffic_and_never_name_paths_topics_or_records() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_produce_frame_carries_the_clients_trace() {
+    let collector = Collector::start().await;
+    let gw = TestGateway::start_with(|c| {
+        c.listener.insecure = true;
+        c.tracing.otlp_endpoint = Some(collector.url.clone());
+        c.tracing.service_name = "sluice-ws".into();
+    })
+    .await;
+    let topic = "ws-traced";
+    gw.create_topic(topic, 1).await;
+    let mut ws = websocket(&gw.url).await;
+    for (id, traceparent) in [("p1", Some(client_traceparent())), ("p2", None)] {
+        let mut frame = json!({"type": "produce", "id": id, "topic": topic,
+                               "records": [{"value": b64(id)}]});
+        if let Some(tp) = traceparent {
+            frame["traceparent"] = tp.into();
+        }
+        ws.send(Message::text(frame.to_string())).await.unwrap();
+        let ack = expect_frame(&mut ws, "ack").await;
+        assert_eq!(ack["id"], id);
+    }
+    let records: Vec<Value> = gw
+        .client
+        .get(format!("{}/topics/{topic}/partitions/0/records", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (trace, span) = ids(&header(&records[0], "traceparent").unwrap());
+    assert_eq!(trace, CLIENT_TRACE);
+    let (other_trace, _) = ids(&header(&records[1], "traceparent").unwrap());
+    assert_ne!(other_trace, CLIENT_TRACE, "no traceparent: a new trace");
+    gw.gateway().telemetry().flush().await;
+    let spans = collector
+        .wait_for(PATIENCE, "the WebSocket send span", |s| {
+            s.iter().any(|s| s.span_id == span)
+        })
+        .await;
+    let send = spans.iter().find(|s| s.span_id == span).unwrap();
+    assert_eq!(send.kind, KIND_PRODUCER);
+    assert_eq!(
+        send.parent_span_id, CLIENT_SPAN,
+        "child of the frame's span"
+    );
+    assert_eq!(send.attr("sluice.protocol"), Some("websocket"));
+    assert_eq!(send.attr("messaging.system"), Some("sluice"));
+    gw.stop().await;
+}
