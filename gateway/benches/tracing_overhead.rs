@@ -4,7 +4,8 @@
 //! the difference) are driven in turn, block by block, with the order
 //! rotating, and each block's throughput is compared with the off
 //! gateway's in the same round. Spans go over OTLP/HTTP to a local sink
-//! that reads and discards them, so export cost is counted.
+//! that reads and discards them, so export cost is counted: each block
+//! ends by flushing its gateway's export queue, inside the timed window.
 //!
 //! `cargo bench -p sluice --bench tracing_overhead` prints the per-block
 //! ratios (median with a distribution-free 95 % interval, quartiles) and
@@ -31,7 +32,7 @@ const VALUE_BYTES: usize = 100;
 /// Requests in flight at once.
 const CONCURRENCY: usize = 16;
 /// Requests per block.
-const REQUESTS_PER_BLOCK: usize = 400;
+const REQUESTS_PER_BLOCK: usize = 1000;
 /// Rounds (each arm runs one block per round).
 const DEFAULT_BLOCKS: usize = 40;
 /// Requests per arm before measuring (connections, topic placement, JIT-free warm caches).
@@ -133,6 +134,9 @@ async fn drive(arm: &Arm, body: &Arc<String>, requests: usize) -> Duration {
     while let Some(done) = tasks.join_next().await {
         done.expect("worker");
     }
+    // The block's spans are exported inside its time, so their export cost
+    // is not left for the next arm's block to pay.
+    arm.gateway.telemetry().flush().await;
     started.elapsed()
 }
 
