@@ -58,8 +58,8 @@ async fn start_sink(requests: Arc<AtomicU64>, bytes: Arc<AtomicU64>) -> String {
             };
             let (requests, bytes) = (requests.clone(), bytes.clone());
             tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let service = hyper::service::service_fn(
+                    move |request: hyper::Request<hyper::body::Incoming>| {
                         let (requests, bytes) = (requests.clone(), bytes.clone());
                         async move {
                             let body = request.into_body().collect().await.map(|b| b.to_bytes());
@@ -71,7 +71,8 @@ async fn start_sink(requests: Arc<AtomicU64>, bytes: Arc<AtomicU64>) -> String {
                                 .unwrap();
                             Ok::<_, Infallible>(response)
                         }
-                    });
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await;
