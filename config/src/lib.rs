@@ -64,6 +64,8 @@ pub struct Config {
     pub topics: TopicsConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Distributed tracing: OTLP export and sampling (off unless an endpoint is set).
+    pub tracing: TracingConfig,
     /// Routing of topics to clusters: pins, health probing, down policy.
     pub federation: FederationConfig,
     /// The broker clusters behind the gateway.
@@ -84,6 +86,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             topics: TopicsConfig::default(),
             log: LogConfig::default(),
+            tracing: TracingConfig::default(),
             federation: FederationConfig::default(),
             clusters: (0..3)
                 .map(|i| ClusterConfig::embedded(&format!("local-{i}")))
@@ -301,6 +304,91 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// Share of new traces recorded and exported when tracing is on.
+pub const DEFAULT_SAMPLING_RATIO: f64 = 1.0;
+/// `service.name` of the exported spans.
+pub const DEFAULT_SERVICE_NAME: &str = "sluice";
+/// Finished spans waiting for export; more are dropped (and counted).
+pub const DEFAULT_MAX_QUEUE_SPANS: usize = 2048;
+/// Spans sent in one OTLP request at most.
+pub const DEFAULT_MAX_EXPORT_BATCH_SPANS: usize = 512;
+/// Longest a finished span waits before its batch is sent.
+pub const DEFAULT_EXPORT_INTERVAL_MS: u64 = 1_000;
+/// Time one OTLP request may take.
+pub const DEFAULT_EXPORT_TIMEOUT_MS: u64 = 10_000;
+
+/// Distributed tracing with OpenTelemetry. Off unless `otlp_endpoint` is
+/// set: then spans are sampled at `sampling_ratio` (a sampled parent from
+/// the client is always followed) and exported in batches over OTLP/HTTP.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// OTLP/HTTP URL spans are posted to, e.g. `http://127.0.0.1:4318`
+    /// (`/v1/traces` is added when the URL has no path). Absent: tracing is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP protocol; only `http/protobuf`.
+    pub protocol: OtlpProtocol,
+    /// Share of traces started here that are recorded, from 0.0 to 1.0.
+    pub sampling_ratio: f64,
+    /// `service.name` resource attribute of every span.
+    pub service_name: String,
+    /// Finished spans queued for export; when full, new ones are dropped
+    /// and counted rather than slowing requests.
+    pub max_queue_spans: usize,
+    /// Spans per OTLP request at most.
+    pub max_export_batch_spans: usize,
+    /// Longest a finished span waits in the queue before it is sent.
+    pub export_interval_ms: u64,
+    /// Time one OTLP request may take.
+    pub export_timeout_ms: u64,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            protocol: OtlpProtocol::HttpProtobuf,
+            sampling_ratio: DEFAULT_SAMPLING_RATIO,
+            service_name: DEFAULT_SERVICE_NAME.to_owned(),
+            max_queue_spans: DEFAULT_MAX_QUEUE_SPANS,
+            max_export_batch_spans: DEFAULT_MAX_EXPORT_BATCH_SPANS,
+            export_interval_ms: DEFAULT_EXPORT_INTERVAL_MS,
+            export_timeout_ms: DEFAULT_EXPORT_TIMEOUT_MS,
+        }
+    }
+}
+
+impl TracingConfig {
+    /// Whether spans are recorded and exported.
+    pub fn enabled(&self) -> bool {
+        self.otlp_endpoint.is_some()
+    }
+
+    /// The URL spans are posted to: the endpoint, with `/v1/traces` added
+    /// when it has no path.
+    pub fn traces_url(&self) -> Option<String> {
+        let endpoint = self.otlp_endpoint.as_deref()?.trim_end_matches('/');
+        let after_scheme = endpoint
+            .split_once("://")
+            .map_or(endpoint, |(_, rest)| rest);
+        Some(if after_scheme.contains('/') {
+            endpoint.to_owned()
+        } else {
+            format!("{endpoint}/v1/traces")
+        })
+    }
+}
+
+/// The OTLP protocol spans are exported with.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub enum OtlpProtocol {
+    /// Protobuf over HTTP (OTLP/HTTP), the collector's port 4318.
+    #[default]
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
 }
 
 /// Interval between two health probes of a cluster.

@@ -115,6 +115,8 @@ pub(crate) fn validate(config: &Config, file: &Path) -> Result<(), ConfigError> 
         ));
     }
 
+    validate_tracing(&config.tracing).map_err(|(key, rule)| invalid(key, rule))?;
+
     let f = &config.federation;
     if f.health_check_interval_ms == 0 {
         return Err(invalid(
@@ -270,6 +272,62 @@ pub(crate) fn validate(config: &Config, file: &Path) -> Result<(), ConfigError> 
             "clusters".into(),
             "at least one cluster must be in state \"active\" to take new topics".into(),
         ));
+    }
+    Ok(())
+}
+
+/// `[tracing]`: on failure, the key and the rule.
+fn validate_tracing(t: &crate::TracingConfig) -> Result<(), (String, String)> {
+    let bad = |key: &str, rule: &str| Err((format!("tracing.{key}"), rule.to_owned()));
+    if let Some(endpoint) = &t.otlp_endpoint {
+        let Some(rest) = endpoint.strip_prefix("http://") else {
+            return if endpoint.starts_with("https://") {
+                bad(
+                    "otlp_endpoint",
+                    "must be an http:// URL: the exporter does not speak TLS; \
+                     send to a collector on loopback or a sidecar",
+                )
+            } else {
+                Err((
+                    "tracing.otlp_endpoint".into(),
+                    format!("{endpoint:?} must be an http://host:port URL"),
+                ))
+            };
+        };
+        let authority = rest.split('/').next().unwrap_or_default();
+        let port_ok = authority
+            .rsplit_once(':')
+            .is_none_or(|(_, port)| port.parse::<u16>().is_ok());
+        if authority.is_empty() || authority.contains(['@', '?', '#', ' ']) || !port_ok {
+            return Err((
+                "tracing.otlp_endpoint".into(),
+                format!("{endpoint:?} must be an http://host:port URL"),
+            ));
+        }
+    }
+    if !(0.0..=1.0).contains(&t.sampling_ratio) {
+        return bad(
+            "sampling_ratio",
+            "must be between 0.0 and 1.0 (the share of traces recorded)",
+        );
+    }
+    if t.service_name.trim().is_empty() {
+        return bad("service_name", "must not be empty");
+    }
+    if !(1..=1_000_000).contains(&t.max_queue_spans) {
+        return bad("max_queue_spans", "must be between 1 and 1000000");
+    }
+    if t.max_export_batch_spans == 0 || t.max_export_batch_spans > t.max_queue_spans {
+        return bad(
+            "max_export_batch_spans",
+            "must be at least 1 and at most max_queue_spans",
+        );
+    }
+    if t.export_interval_ms == 0 {
+        return bad("export_interval_ms", "must be at least 1");
+    }
+    if t.export_timeout_ms == 0 {
+        return bad("export_timeout_ms", "must be at least 1");
     }
     Ok(())
 }

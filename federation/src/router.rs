@@ -484,6 +484,14 @@ impl Federation {
         lock_read(&self.table).get(topic).cloned()
     }
 
+    /// The cluster holding a topic's epoch `epoch` (which never changes
+    /// once the epoch exists): where a produce or a read went.
+    pub fn epoch_cluster(&self, topic: &str, epoch: u32) -> Option<String> {
+        lock_read(&self.table)
+            .epoch(topic, epoch)
+            .map(|e| e.cluster.clone())
+    }
+
     /// Every placed topic with its home, sorted by name.
     pub fn homes(&self) -> Vec<(String, String)> {
         lock_read(&self.table)

@@ -12,6 +12,8 @@
 //! - [`admin`]: the admin listener's router (health, readiness, federation
 //!   admin API); [`admin_client`]: the client `sluice federation` uses.
 //! - [`tls`]: server certificates, loaded from config or generated.
+//! - [`telemetry`]: OpenTelemetry spans and W3C trace context, Prometheus
+//!   metrics (`/metrics` on the admin listener), and log output.
 //! - [`server`]: binding, the accept loop with its connection cap, TLS and
 //!   HTTP/1.1 + HTTP/2 serving, and graceful drain.
 
@@ -22,6 +24,7 @@ pub mod error;
 pub mod rest;
 pub mod server;
 pub mod start;
+pub mod telemetry;
 pub mod tls;
 pub mod ws;
 

@@ -177,7 +177,7 @@ pub enum ClientFrame {
     Ping,
 }
 
-/// `{"type":"produce","id":..,"topic":..,"records":[..],"acks"?:..}`.
+/// `{"type":"produce","id":..,"topic":..,"records":[..],"acks"?:..,"traceparent"?:..,"tracestate"?:..}`.
 #[derive(Debug, Deserialize)]
 pub struct ProduceFrame {
     /// Correlation id, echoed in the answer.
@@ -188,6 +188,10 @@ pub struct ProduceFrame {
     pub records: Vec<RecordIn>,
     /// `0`, `1`, `all` or `-1`; the gateway's default when absent.
     pub acks: Option<String>,
+    /// W3C trace context of the client's span: the produce joins its trace.
+    pub traceparent: Option<String>,
+    /// W3C trace state that goes with `traceparent`.
+    pub tracestate: Option<String>,
 }
 
 /// One record of a produce frame; keys, values and header values base64.

@@ -31,6 +31,9 @@ use super::DEFAULT_WS_OUTBOUND_FRAMES;
 use super::{SessionSettings, DEFAULT_WS_BATCH_FRAMES, DEFAULT_WS_INITIAL_CREDIT};
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::telemetry::messaging;
+use crate::telemetry::metrics::WEBSOCKET_CONNECTIONS;
+use crate::telemetry::{propagation, GaugeGuard};
 
 /// How long a closing session waits for the client's Close after sending
 /// its own, so the close handshake completes.
@@ -104,6 +107,7 @@ where
         + Unpin
         + 'static,
 {
+    let _open = GaugeGuard::hold(WEBSOCKET_CONNECTIONS);
     let (sink, mut stream) = socket.split();
     let (tx, rx) = mpsc::channel(DEFAULT_WS_OUTBOUND_FRAMES);
     let out = Outbox::new(tx, settings.framing);
@@ -206,6 +210,7 @@ impl Session {
                 let id = subscribe.id.clone();
                 let task = Subscription::start(
                     Arc::clone(&self.state.federation),
+                    Arc::clone(&self.state.telemetry),
                     subscribe,
                     granted,
                     self.settings,
@@ -271,9 +276,18 @@ impl Session {
         };
         let state = self.state.clone();
         let out = self.out.clone();
+        // Only worth parsing when spans are recorded.
+        let parent = if state.telemetry.tracing_enabled() {
+            propagation::context_from(
+                frame.traceparent.as_deref().map(str::as_bytes),
+                frame.tracestate.as_deref(),
+            )
+        } else {
+            opentelemetry::Context::new()
+        };
         tokio::spawn(async move {
             let _permit = permit;
-            let answer = produce(&state, &frame.topic, records, acks).await;
+            let answer = produce(&state, &frame.topic, records, acks, &parent).await;
             let _ = match answer {
                 Ok(offsets) => {
                     out.send(&ServerFrame::Ack {
@@ -298,11 +312,10 @@ async fn produce(
     topic: &str,
     records: Vec<ProduceRecord>,
     acks: sluice_broker::Acks,
+    parent: &opentelemetry::Context,
 ) -> Result<Vec<AckOffset>, ApiError> {
-    let produced = state
-        .federation
-        .produce_to_epoch(topic, records, acks)
-        .await?;
+    let produced =
+        messaging::produce(state, topic, records, acks, parent, messaging::WEBSOCKET).await?;
     let epoch = produced.epoch;
     Ok(produced
         .offsets

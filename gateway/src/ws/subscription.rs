@@ -24,6 +24,9 @@ use super::session::{send, Outbox};
 use super::{SessionSettings, CLOSE_SLOW_CONSUMER};
 use crate::error::ApiError;
 use crate::start::StartAt;
+use crate::telemetry::messaging::{self, Delivery};
+use crate::telemetry::metrics::WEBSOCKET_SUBSCRIPTIONS;
+use crate::telemetry::{GaugeGuard, Telemetry};
 
 /// `max_bytes` of each partition read: what a subscription holds at most.
 pub const DEFAULT_WS_READ_MAX_BYTES: usize = 256 * 1024;
@@ -31,6 +34,7 @@ pub const DEFAULT_WS_READ_MAX_BYTES: usize = 256 * 1024;
 /// A running subscription.
 pub struct Subscription {
     federation: Arc<Federation>,
+    telemetry: Arc<Telemetry>,
     id: String,
     topic: String,
     /// The position after the last record sent, on every partition.
@@ -64,6 +68,7 @@ impl Subscription {
     /// records until stopped.
     pub async fn start(
         federation: Arc<Federation>,
+        telemetry: Arc<Telemetry>,
         frame: SubscribeFrame,
         granted: watch::Receiver<u64>,
         settings: SessionSettings,
@@ -84,9 +89,11 @@ impl Subscription {
             return;
         }
         let appended = federation.watch_appends(&frame.topic);
+        let _running = GaugeGuard::hold(WEBSOCKET_SUBSCRIPTIONS);
         let subscription = Self {
             appended,
             federation,
+            telemetry,
             id: frame.id,
             topic: frame.topic,
             cursor,
@@ -176,8 +183,22 @@ impl Subscription {
         }
     }
 
+    /// How this subscription's deliveries are traced and counted.
+    fn delivery(&self) -> Delivery<'_> {
+        Delivery {
+            topic: &self.topic,
+            protocol: messaging::WEBSOCKET,
+            group: None,
+        }
+    }
+
     /// Sends a batch's records as credit allows; says whether there was any.
     async fn deliver(&mut self, partition: u32, batch: &ReadBatch) -> Result<bool, Stop> {
+        let cluster = match batch.records.is_empty() {
+            true => None,
+            false => self.federation.epoch_cluster(&self.topic, batch.epoch),
+        };
+        let cluster = cluster.as_deref().unwrap_or_default();
         for record in &batch.records {
             if self.granted.has_changed().is_err() {
                 return Err(Stop::Unsubscribed);
@@ -188,6 +209,7 @@ impl Subscription {
                 epoch: batch.epoch,
                 next_offset: record.offset + 1,
             });
+            let span = self.delivery().start_span(&self.telemetry, cluster, record);
             let frame = render(
                 self.out.framing(),
                 &self.id,
@@ -198,7 +220,12 @@ impl Subscription {
             if !self.out.send_encoded(frame).await {
                 return Err(Stop::Closed);
             }
+            if let Some(mut span) = span {
+                opentelemetry::trace::Span::end(&mut span);
+            }
             self.sent += 1;
+            self.delivery()
+                .count(&self.telemetry, cluster, std::slice::from_ref(record));
         }
         // Also after an empty batch: the read may have moved to a later epoch.
         self.cursor.set(Position {

@@ -96,6 +96,7 @@ fn app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let state = AppState {
         shutdown: crate::server::ShutdownHandle::new(),
         federation: Arc::new(federation),
+        telemetry: crate::telemetry::Telemetry::disabled(&config),
         config: Arc::new(config),
     };
     TestApp {
