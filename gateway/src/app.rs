@@ -15,6 +15,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Tells long-lived responses when the gateway starts draining.
     pub shutdown: crate::server::ShutdownHandle,
+    /// v2 consumer instances and the groups this gateway owns.
+    pub consumers: Arc<crate::rest::consumers::Consumers>,
 }
 
 /// The public listener's router.

@@ -160,6 +160,7 @@ impl Gateway {
             federation: federation.clone(),
             config: config.clone(),
             shutdown: shutdown.clone(),
+            consumers: crate::rest::consumers::Consumers::new(federation.clone(), &config),
         };
         let grace = Duration::from_millis(config.gateway.shutdown_grace_ms);
 
@@ -220,7 +221,8 @@ impl Gateway {
         listeners.spawn(serve(
             admin,
             admin_tls.map(|t| TlsAcceptor::from(t.config)),
-            crate::admin::router(federation.clone(), shutdown.clone()),
+            crate::admin::router(federation.clone(), shutdown.clone())
+                .merge(crate::rest::consumers::internal_router(state.clone())),
             admin_limits,
             grace,
             shutdown.subscribe(),
