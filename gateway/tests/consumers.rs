@@ -598,3 +598,223 @@ async fn a_group_drains_the_old_epoch_across_a_migration() {
     assert_eq!(committed["offsets"].as_array().unwrap().len(), 2, "{committed}");
     gw.stop().await;
 }
+
+mod behind_a_balancer {
+    //! Two `sluice` processes sharing three Kafka-protocol brokers and a
+    //! Kafka placement store, with a round-robin TCP proxy in front: every
+    //! new connection goes to the other gateway.
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::common::process::{toml_path, SluiceProcess};
+    use super::*;
+    use sluice::rest::consumers::forward::{Owner, Peers};
+    use sluice_config::{Config, PeerConfig};
+    use sluice_testbed::KafkaTestbed;
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn config(
+        bed: &KafkaTestbed,
+        data_dir: &std::path::Path,
+        node: &str,
+        admin_port: u16,
+        peers: &[(&str, u16)],
+    ) -> String {
+        let mut text = format!("[gateway]\nnode_id = \"{node}\"\n");
+        for (name, port) in peers {
+            text.push_str(&format!(
+                "[[gateway.peers]]\nname = \"{name}\"\nurl = \"http://127.0.0.1:{port}\"\n"
+            ));
+        }
+        text.push_str(&format!(
+            "[listener]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:{admin_port}\"\ninsecure = true\n[storage]\ndata_dir = {}\n",
+            toml_path(data_dir)
+        ));
+        text.push_str("[federation]\nhealth_check_interval_ms = 100\n[federation.placement]\nstore = \"kafka\"\ncluster = \"kafka-0\"\n");
+        for i in 0..bed.len() {
+            text.push_str(&format!(
+                "[[clusters]]\nname = \"kafka-{i}\"\nkind = \"kafka\"\n[clusters.kafka]\nbootstrap_servers = \"{}\"\nrequest_timeout_ms = 3000\n",
+                bed.bootstrap(i)
+            ));
+        }
+        text
+    }
+
+    /// A TCP proxy sending each new connection to the next backend in turn.
+    async fn round_robin(backends: Vec<std::net::SocketAddr>) -> (u16, Arc<Vec<AtomicUsize>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let counts: Arc<Vec<AtomicUsize>> =
+            Arc::new(backends.iter().map(|_| AtomicUsize::new(0)).collect());
+        let seen = counts.clone();
+        tokio::spawn(async move {
+            let mut next = 0usize;
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let i = next % backends.len();
+                next += 1;
+                seen[i].fetch_add(1, Ordering::Relaxed);
+                let backend = backends[i];
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(backend).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        (port, counts)
+    }
+
+    fn public_addr(url: &str) -> std::net::SocketAddr {
+        let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+        std::net::SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_works_through_a_round_robin_balancer_over_two_gateways() {
+        let bed = KafkaTestbed::start(3).await.expect("test bed");
+        let (port_a, port_b) = (free_port(), free_port());
+        let peers = [("gw-a", port_a), ("gw-b", port_b)];
+        let dir_a = tempfile::tempdir().unwrap();
+        let dir_b = tempfile::tempdir().unwrap();
+        let data_a = dir_a.path().join("data");
+        let data_b = dir_b.path().join("data");
+        let mut a = SluiceProcess::start(dir_a.path(), &config(&bed, &data_a, "gw-a", port_a, &peers));
+        let mut b = SluiceProcess::start(dir_b.path(), &config(&bed, &data_b, "gw-b", port_b, &peers));
+        let (proxy, counts) = round_robin(vec![public_addr(&a.url), public_addr(&b.url)]).await;
+
+        // Trusts both gateways' CAs; a new connection for every request, so
+        // consecutive requests alternate gateways.
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(30));
+        for data in [&data_a, &data_b] {
+            let pem = std::fs::read(data.join("tls/ca.pem")).unwrap();
+            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+        }
+        let http = builder.build().unwrap();
+        let url = format!("https://localhost:{proxy}");
+
+        let topic = "balanced";
+        let reply = http
+            .post(format!("{url}/v3/clusters/sluice/topics"))
+            .json(&json!({"topic_name": topic, "partitions_count": 3}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 201, "{}", reply.text().await.unwrap());
+        // Both gateways know the topic before consumers look for it.
+        for gw in [&a.url, &b.url] {
+            let direct = SluiceProcess::client(if gw == &a.url { &data_a } else { &data_b });
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while direct.get(format!("{gw}/topics/{topic}")).send().await.unwrap().status() != 200 {
+                assert!(Instant::now() < deadline, "{gw} never learned {topic}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let mut produced = Vec::new();
+        for p in 0..3u32 {
+            let values: Vec<String> = (0..8).map(|i| format!("v-p{p}-{i}")).collect();
+            let records: Vec<Value> = values
+                .iter()
+                .map(|v| json!({"partition": p, "value": b64(v)}))
+                .collect();
+            let reply = http
+                .post(format!("{url}/topics/{topic}?acks=all"))
+                .header("content-type", BINARY)
+                .body(json!({ "records": records }).to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(reply.status(), 200, "{}", reply.text().await.unwrap());
+            produced.extend(values);
+        }
+
+        let group = "balanced-group";
+        let m1 = Consumer::create(&http, &url, group, "m1", json!({})).await;
+        let m2 = Consumer::create(&http, &url, group, "m2", json!({})).await;
+        m1.subscribe(&[topic]).await;
+        m2.subscribe(&[topic]).await;
+        let (p1, p2) = (m1.assignments().await, m2.assignments().await);
+        assert!(p1.is_disjoint(&p2) && p1.len() + p2.len() == 3, "{p1:?} {p2:?}");
+
+        // Both members poll and commit in turn; every request succeeds.
+        let mut consumed: Vec<String> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while consumed.len() < produced.len() {
+            assert!(Instant::now() < deadline, "consumed only {consumed:?}");
+            for m in [&m1, &m2] {
+                let batch = m.poll(300).await;
+                consumed.extend(values(&batch));
+                m.commit_all().await;
+            }
+        }
+        // m2 leaves; m1 takes its partitions from m2's commits.
+        m2.delete().await;
+        assert_eq!(m1.assignments().await.len(), 3);
+        let reply = http
+            .post(format!("{url}/topics/{topic}?acks=all"))
+            .header("content-type", BINARY)
+            .body(json!({"records": [{"partition": 0, "value": b64("late-0")}, {"partition": 2, "value": b64("late-2")}]}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200);
+        produced.extend(["late-0".to_owned(), "late-2".to_owned()]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while consumed.len() < produced.len() {
+            assert!(Instant::now() < deadline, "consumed only {consumed:?}");
+            consumed.extend(values(&m1.poll(300).await));
+            m1.commit_all().await;
+        }
+        assert!(m1.poll(500).await.is_empty(), "nothing more");
+        let mut got = consumed.clone();
+        got.sort();
+        let mut want = produced.clone();
+        want.sort();
+        assert_eq!(got, want, "every record exactly once");
+        let (to_a, to_b) = (
+            counts[0].load(Ordering::Relaxed),
+            counts[1].load(Ordering::Relaxed),
+        );
+        assert!(to_a >= 10 && to_b >= 10, "requests alternated: {to_a} and {to_b}");
+
+        // The owner gone: the other gateway answers 503 + Retry-After, never 40403.
+        let mut cfg = Config::default();
+        cfg.gateway.node_id = Some("gw-a".into());
+        cfg.gateway.peers = peers
+            .iter()
+            .map(|(n, p)| PeerConfig {
+                name: (*n).into(),
+                url: format!("http://127.0.0.1:{p}"),
+            })
+            .collect();
+        let a_owns = matches!(Peers::new(&cfg).owner(group), Owner::Local);
+        let (survivor_url, survivor_data) = if a_owns {
+            a.kill_9();
+            (b.url.clone(), &data_b)
+        } else {
+            b.kill_9();
+            (a.url.clone(), &data_a)
+        };
+        let direct = SluiceProcess::client(survivor_data);
+        let reply = direct
+            .get(format!("{survivor_url}/consumers/{group}/instances/m1/records?timeout=0"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 503);
+        assert_eq!(reply.headers()["retry-after"], "1");
+        let (_, code, _) = error_of(reply).await;
+        assert_eq!(code, 50301);
+        drop((a, b));
+    }
+}
