@@ -818,3 +818,182 @@ mod behind_a_balancer {
         drop((a, b));
     }
 }
+
+mod websocket_groups {
+    //! Group subscriptions over `/v1/ws` with a real TLS WebSocket client.
+
+    use std::sync::Arc;
+
+    use futures_util::{SinkExt, StreamExt};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use tokio::net::TcpStream;
+    use tokio_rustls::client::TlsStream;
+    use tokio_rustls::TlsConnector;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::WebSocketStream;
+
+    use super::*;
+
+    const FRAME_WAIT: Duration = Duration::from_secs(15);
+
+    struct Ws {
+        stream: WebSocketStream<TlsStream<TcpStream>>,
+        /// The partitions of the last `assigned` frame.
+        assigned: BTreeSet<u64>,
+    }
+
+    impl Ws {
+        async fn connect(gw: &TestGateway) -> Self {
+            let ca = gw.data_dir.path().join("tls/ca.pem");
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(&ca).expect("CA file") {
+                roots.add(cert.expect("CA PEM")).expect("CA certificate");
+            }
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let tcp = TcpStream::connect(gw.addr).await.unwrap();
+            let tls = TlsConnector::from(Arc::new(config))
+                .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                .await
+                .unwrap();
+            let url = format!("wss://localhost:{}/v1/ws", gw.addr.port());
+            let (stream, _) = tokio_tungstenite::client_async(url.as_str(), tls)
+                .await
+                .expect("WebSocket upgrade");
+            Self {
+                stream,
+                assigned: BTreeSet::new(),
+            }
+        }
+
+        async fn send(&mut self, frame: Value) {
+            self.stream
+                .send(Message::text(frame.to_string()))
+                .await
+                .unwrap();
+        }
+
+        async fn next(&mut self) -> Value {
+            loop {
+                let message = tokio::time::timeout(FRAME_WAIT, self.stream.next())
+                    .await
+                    .expect("a frame in time");
+                match message {
+                    Some(Ok(Message::Text(text))) => {
+                        let frame: Value = serde_json::from_str(text.as_str()).unwrap();
+                        if frame["type"] == "assigned" {
+                            self.assigned = frame["partitions"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .map(|p| p["partition"].as_u64().unwrap())
+                                .collect();
+                        }
+                        return frame;
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    other => panic!("expected a text frame, got {other:?}"),
+                }
+            }
+        }
+
+        /// Reads frames until `records` records came and the assignment
+        /// holds `partitions` partitions; returns the records.
+        async fn until(&mut self, records: usize, partitions: usize) -> Vec<Value> {
+            let mut out = Vec::new();
+            while out.len() < records || self.assigned.len() != partitions {
+                let frame = self.next().await;
+                match frame["type"].as_str() {
+                    Some("record") => out.push(frame),
+                    Some("assigned" | "subscribed") => {}
+                    _ => panic!("unexpected frame {frame}"),
+                }
+            }
+            out
+        }
+
+        async fn join(&mut self, topic: &str, group: &str) {
+            self.send(json!({"type": "subscribe", "id": "s", "topic": topic, "group": group, "credit": 1000}))
+                .await;
+        }
+
+        async fn commit(&mut self, id: &str) {
+            self.send(json!({"type": "commit", "sub": "s", "id": id})).await;
+            loop {
+                let frame = self.next().await;
+                match frame["type"].as_str() {
+                    Some("committed") => {
+                        assert_eq!(frame["id"], id);
+                        return;
+                    }
+                    Some("assigned") => {}
+                    _ => panic!("unexpected frame {frame}"),
+                }
+            }
+        }
+    }
+
+    fn partitions_of(records: &[Value]) -> BTreeSet<u64> {
+        records
+            .iter()
+            .map(|r| r["partition"].as_u64().unwrap())
+            .collect()
+    }
+
+    fn sorted(mut v: Vec<String>) -> Vec<String> {
+        v.sort();
+        v
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_websocket_members_split_partitions_and_rebalance() {
+        let gw = TestGateway::start().await;
+        let topic = "ws-split";
+        gw.create_topic(topic, 4).await;
+        let round1 = gw.produce_round(topic, 4, 3, "r1").await;
+
+        let mut a = Ws::connect(&gw).await;
+        a.join(topic, "ws-group").await;
+        let got = a.until(12, 4).await;
+        assert_eq!(sorted(values(&got)), sorted(round1));
+        assert_eq!(got[0]["group"], "ws-group");
+        a.commit("c1").await;
+
+        // b joins: each holds two partitions.
+        let mut b = Ws::connect(&gw).await;
+        b.join(topic, "ws-group").await;
+        b.until(0, 2).await;
+        a.until(0, 2).await;
+        assert!(a.assigned.is_disjoint(&b.assigned));
+
+        let round2 = gw.produce_round(topic, 4, 2, "r2").await;
+        let got_a = a.until(4, 2).await;
+        let got_b = b.until(4, 2).await;
+        assert!(partitions_of(&got_a).is_subset(&a.assigned));
+        assert!(partitions_of(&got_b).is_subset(&b.assigned));
+        let mut both = values(&got_a);
+        both.extend(values(&got_b));
+        assert_eq!(sorted(both), sorted(round2));
+        a.commit("c2").await;
+        b.commit("c3").await;
+
+        // b leaves: a takes every partition, continuing from b's commit.
+        b.stream.close(None).await.unwrap();
+        drop(b);
+        a.until(0, 4).await;
+        let round3 = gw.produce_round(topic, 4, 2, "r3").await;
+        let got = a.until(8, 4).await;
+        assert_eq!(sorted(values(&got)), sorted(round3), "nothing of b's again");
+
+        // Commit frames for a subscription without a group are refused.
+        a.send(json!({"type": "commit", "sub": "nope"})).await;
+        let frame = a.next().await;
+        assert_eq!(frame["type"], "error", "{frame}");
+        gw.stop().await;
+    }
+}
