@@ -188,19 +188,28 @@ fn peers_need_a_node_id_among_them() {
     let msg = error(peers);
     assert!(msg.contains("gateway.node_id"), "{msg}");
     let msg = error(&format!("[gateway]\nnode_id = \"c\"\n{peers}"));
-    assert!(msg.contains("gateway.node_id") && msg.contains("\"c\""), "{msg}");
+    assert!(
+        msg.contains("gateway.node_id") && msg.contains("\"c\""),
+        "{msg}"
+    );
     let config = parse(&format!("[gateway]\nnode_id = \"a\"\n{peers}")).unwrap();
     assert_eq!(config.gateway.peers.len(), 2);
 }
 
 #[test]
 fn peer_urls_and_names_are_checked() {
-    let msg = error("[gateway]\nnode_id = \"a\"\n[[gateway.peers]]\nname = \"a\"\nurl = \"https://x:1\"\n");
+    let msg = error(
+        "[gateway]\nnode_id = \"a\"\n[[gateway.peers]]\nname = \"a\"\nurl = \"https://x:1\"\n",
+    );
     assert!(msg.contains("gateway.peers[0].url"), "{msg}");
-    let msg = error("[gateway]\nnode_id = \"a\"\n[[gateway.peers]]\nname = \"a\"\nurl = \"http://x\"\n");
+    let msg =
+        error("[gateway]\nnode_id = \"a\"\n[[gateway.peers]]\nname = \"a\"\nurl = \"http://x\"\n");
     assert!(msg.contains("port"), "{msg}");
     let msg = error("[gateway]\nnode_id = \"a\"\n[[gateway.peers]]\nname = \"a\"\nurl = \"http://x:1\"\n[[gateway.peers]]\nname = \"a\"\nurl = \"http://y:1\"\n");
-    assert!(msg.contains("gateway.peers[1].name") && msg.contains("duplicate"), "{msg}");
+    assert!(
+        msg.contains("gateway.peers[1].name") && msg.contains("duplicate"),
+        "{msg}"
+    );
 }
 
 #[test]

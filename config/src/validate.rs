@@ -276,7 +276,10 @@ fn validate_consumers(
         ("consumers.instance_timeout_ms", c.instance_timeout_ms),
         ("consumers.request_timeout_ms", c.request_timeout_ms),
         ("consumers.max_poll_timeout_ms", c.max_poll_timeout_ms),
-        ("consumers.peer_connect_timeout_ms", c.peer_connect_timeout_ms),
+        (
+            "consumers.peer_connect_timeout_ms",
+            c.peer_connect_timeout_ms,
+        ),
     ] {
         if value == 0 {
             return Err(invalid(key.into(), "must be at least 1".into()));
@@ -302,7 +305,9 @@ fn validate_consumers(
         if !is_valid_cluster_name(node) {
             return Err(invalid(
                 "gateway.node_id".into(),
-                format!("{node:?} is not a valid node name: names must match [a-zA-Z0-9._-]{{1,64}}"),
+                format!(
+                    "{node:?} is not a valid node name: names must match [a-zA-Z0-9._-]{{1,64}}"
+                ),
             ));
         }
     }
@@ -356,7 +361,9 @@ fn check_peer_url(url: &str) -> Result<(), String> {
     };
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     let Some((host, port)) = authority.rsplit_once(':') else {
-        return Err(format!("{url:?} must name a port, e.g. http://10.0.0.2:8444"));
+        return Err(format!(
+            "{url:?} must name a port, e.g. http://10.0.0.2:8444"
+        ));
     };
     if host.is_empty() || authority.contains('/') || authority.contains('@') {
         return Err(format!(
@@ -365,7 +372,9 @@ fn check_peer_url(url: &str) -> Result<(), String> {
     }
     match port.parse::<u16>() {
         Ok(p) if p > 0 => Ok(()),
-        _ => Err(format!("{url:?}: port {port:?} must be between 1 and 65535")),
+        _ => Err(format!(
+            "{url:?}: port {port:?} must be between 1 and 65535"
+        )),
     }
 }
 

@@ -89,7 +89,12 @@ impl Consumer {
 
     async fn expect(&self, rest: &str, body: Value, status: u16) {
         let reply = self.post(rest, body).await;
-        assert_eq!(reply.status(), status, "{rest}: {}", reply.text().await.unwrap());
+        assert_eq!(
+            reply.status(),
+            status,
+            "{rest}: {}",
+            reply.text().await.unwrap()
+        );
     }
 
     async fn subscribe(&self, topics: &[&str]) {
@@ -192,13 +197,18 @@ async fn the_v2_consumer_flow_end_to_end() {
         .await
         .unwrap();
     assert_eq!(reply.status(), 200);
-    gw.produce_values("flow", 0, &["a1".into(), "a2".into()]).await;
-    gw.produce_values("flow", 1, &["b0".into(), "b1".into()]).await;
+    gw.produce_values("flow", 0, &["a1".into(), "a2".into()])
+        .await;
+    gw.produce_values("flow", 1, &["b0".into(), "b1".into()])
+        .await;
 
     let c = Consumer::create(&gw.client, &gw.url, "flow-group", "c1", json!({})).await;
     c.subscribe(&["flow"]).await;
     let reply = c.http.get(c.at("/subscription")).send().await.unwrap();
-    assert_eq!(reply.json::<Value>().await.unwrap(), json!({"topics": ["flow"]}));
+    assert_eq!(
+        reply.json::<Value>().await.unwrap(),
+        json!({"topics": ["flow"]})
+    );
 
     // The first poll is not empty: the data is there already.
     let first = c.poll(5_000).await;
@@ -262,7 +272,12 @@ async fn the_v2_consumer_flow_end_to_end() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|o| (o["partition"].as_u64().unwrap(), o["offset"].as_u64().unwrap()))
+        .map(|o| {
+            (
+                o["partition"].as_u64().unwrap(),
+                o["offset"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(offsets, BTreeSet::from([(0, 3), (1, 2)]));
 
@@ -273,7 +288,10 @@ async fn the_v2_consumer_flow_end_to_end() {
         204,
     )
     .await;
-    assert_eq!(values(&c.poll_until(2, Duration::from_secs(10)).await), ["b0", "b1"]);
+    assert_eq!(
+        values(&c.poll_until(2, Duration::from_secs(10)).await),
+        ["b0", "b1"]
+    );
     // Seek to an offset.
     c.expect(
         "/positions",
@@ -281,7 +299,10 @@ async fn the_v2_consumer_flow_end_to_end() {
         204,
     )
     .await;
-    assert_eq!(values(&c.poll_until(1, Duration::from_secs(10)).await), ["a2"]);
+    assert_eq!(
+        values(&c.poll_until(1, Duration::from_secs(10)).await),
+        ["a2"]
+    );
     // Seek to the end: nothing until something new arrives.
     c.expect(
         "/positions/end",
@@ -297,7 +318,10 @@ async fn the_v2_consumer_flow_end_to_end() {
     .await;
     assert!(c.poll(300).await.is_empty());
     gw.produce_values("flow", 1, &["b2".into()]).await;
-    assert_eq!(values(&c.poll_until(1, Duration::from_secs(10)).await), ["b2"]);
+    assert_eq!(
+        values(&c.poll_until(1, Duration::from_secs(10)).await),
+        ["b2"]
+    );
 
     // Delete: the instance is gone.
     c.delete().await;
@@ -319,7 +343,12 @@ async fn bad_requests_get_precise_errors() {
             .body(body.to_owned())
             .send()
     };
-    let (s, code, m) = error_of(post("/consumers/g", V2, r#"{"format":"avro"}"#).await.unwrap()).await;
+    let (s, code, m) = error_of(
+        post("/consumers/g", V2, r#"{"format":"avro"}"#)
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!((s, code), (422, 42204), "{m}");
     assert!(m.contains("avro"), "{m}");
     let (s, code, m) = error_of(post("/consumers/g", V2, r#"{"name":"a b"}"#).await.unwrap()).await;
@@ -328,7 +357,16 @@ async fn bad_requests_get_precise_errors() {
     assert_eq!(s, 400, "{m}");
     let (s, _, m) = error_of(post("/consumers/g", "text/plain", "{}").await.unwrap()).await;
     assert_eq!(s, 415, "{m}");
-    let (s, code, m) = error_of(post("/consumers/g/instances/nobody/subscription", V2, r#"{"topics":["t"]}"#).await.unwrap()).await;
+    let (s, code, m) = error_of(
+        post(
+            "/consumers/g/instances/nobody/subscription",
+            V2,
+            r#"{"topics":["t"]}"#,
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
     assert_eq!((s, code), (404, 40403), "{m}");
     let (s, _, m) = error_of(post("/consumers/bad%20group", V2, "{}").await.unwrap()).await;
     assert_eq!(s, 400, "{m}");
@@ -336,19 +374,44 @@ async fn bad_requests_get_precise_errors() {
     let c = Consumer::create(http, url, "g", "c", json!({})).await;
     let (s, code, _) = error_of(post("/consumers/g", V2, r#"{"name":"c"}"#).await.unwrap()).await;
     assert_eq!((s, code), (409, 40902));
-    let (s, _, m) = error_of(c.post("/subscription", json!({"topics": ["a"], "topic_pattern": "b"})).await).await;
+    let (s, _, m) = error_of(
+        c.post(
+            "/subscription",
+            json!({"topics": ["a"], "topic_pattern": "b"}),
+        )
+        .await,
+    )
+    .await;
     assert_eq!(s, 422, "{m}");
     let (s, _, m) = error_of(c.post("/subscription", json!({"topic_pattern": "("})).await).await;
     assert_eq!(s, 422, "{m}");
-    let (s, _, m) = error_of(c.post("/subscription", json!({"topics": ["bad name"]})).await).await;
+    let (s, _, m) = error_of(
+        c.post("/subscription", json!({"topics": ["bad name"]}))
+            .await,
+    )
+    .await;
     assert_eq!(s, 422, "{m}");
     let (s, _, m) = error_of(c.post("/positions", json!({"offsets": "x"})).await).await;
     assert_eq!(s, 422, "{m}");
-    let (s, code, m) = error_of(c.post("/assignments", json!({"partitions": [{"topic": "missing", "partition": 0}]})).await).await;
+    let (s, code, m) = error_of(
+        c.post(
+            "/assignments",
+            json!({"partitions": [{"topic": "missing", "partition": 0}]}),
+        )
+        .await,
+    )
+    .await;
     assert_eq!((s, code), (404, 40401), "{m}");
     gw.create_topic("t", 1).await;
     c.subscribe(&["t"]).await;
-    let (s, code, m) = error_of(c.post("/assignments", json!({"partitions": [{"topic": "t", "partition": 0}]})).await).await;
+    let (s, code, m) = error_of(
+        c.post(
+            "/assignments",
+            json!({"partitions": [{"topic": "t", "partition": 0}]}),
+        )
+        .await,
+    )
+    .await;
     assert_eq!((s, code), (409, 40903), "{m}");
     // Accept naming the other format.
     let reply = c
@@ -416,7 +479,11 @@ async fn max_bytes_bounds_an_answer() {
         assert_eq!(reply.status(), 200);
         let batch: Vec<Value> = reply.json().await.unwrap();
         assert!(!batch.is_empty(), "records are there");
-        assert!(batch.len() <= 2, "250 bytes hold at most two 100-byte values: {}", batch.len());
+        assert!(
+            batch.len() <= 2,
+            "250 bytes hold at most two 100-byte values: {}",
+            batch.len()
+        );
         seen.extend(values(&batch));
     }
     assert_eq!(seen, values_in);
@@ -590,12 +657,27 @@ async fn a_group_drains_the_old_epoch_across_a_migration() {
             .filter(|v| v.contains(&format!("-p{p}-")))
             .cloned()
             .collect();
-        assert_eq!(per_partition[&p], want, "partition {p}: old epoch first, no loss, no duplicate");
+        assert_eq!(
+            per_partition[&p], want,
+            "partition {p}: old epoch first, no loss, no duplicate"
+        );
     }
     // The committed offset after finishing reads back in the new epoch.
     d.commit_all().await;
-    let committed: Value = d.http.get(d.at("/offsets")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(committed["offsets"].as_array().unwrap().len(), 2, "{committed}");
+    let committed: Value = d
+        .http
+        .get(d.at("/offsets"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        committed["offsets"].as_array().unwrap().len(),
+        2,
+        "{committed}"
+    );
     gw.stop().await;
 }
 
@@ -686,8 +768,10 @@ mod behind_a_balancer {
         let dir_b = tempfile::tempdir().unwrap();
         let data_a = dir_a.path().join("data");
         let data_b = dir_b.path().join("data");
-        let mut a = SluiceProcess::start(dir_a.path(), &config(&bed, &data_a, "gw-a", port_a, &peers));
-        let mut b = SluiceProcess::start(dir_b.path(), &config(&bed, &data_b, "gw-b", port_b, &peers));
+        let mut a =
+            SluiceProcess::start(dir_a.path(), &config(&bed, &data_a, "gw-a", port_a, &peers));
+        let mut b =
+            SluiceProcess::start(dir_b.path(), &config(&bed, &data_b, "gw-b", port_b, &peers));
         let (proxy, counts) = round_robin(vec![public_addr(&a.url), public_addr(&b.url)]).await;
 
         // Trusts both gateways' CAs; a new connection for every request, so
@@ -715,7 +799,14 @@ mod behind_a_balancer {
         for gw in [&a.url, &b.url] {
             let direct = SluiceProcess::client(if gw == &a.url { &data_a } else { &data_b });
             let deadline = Instant::now() + Duration::from_secs(10);
-            while direct.get(format!("{gw}/topics/{topic}")).send().await.unwrap().status() != 200 {
+            while direct
+                .get(format!("{gw}/topics/{topic}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                != 200
+            {
                 assert!(Instant::now() < deadline, "{gw} never learned {topic}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -744,7 +835,10 @@ mod behind_a_balancer {
         m1.subscribe(&[topic]).await;
         m2.subscribe(&[topic]).await;
         let (p1, p2) = (m1.assignments().await, m2.assignments().await);
-        assert!(p1.is_disjoint(&p2) && p1.len() + p2.len() == 3, "{p1:?} {p2:?}");
+        assert!(
+            p1.is_disjoint(&p2) && p1.len() + p2.len() == 3,
+            "{p1:?} {p2:?}"
+        );
 
         // Both members poll and commit in turn; every request succeeds.
         let mut consumed: Vec<String> = Vec::new();
@@ -785,7 +879,10 @@ mod behind_a_balancer {
             counts[0].load(Ordering::Relaxed),
             counts[1].load(Ordering::Relaxed),
         );
-        assert!(to_a >= 10 && to_b >= 10, "requests alternated: {to_a} and {to_b}");
+        assert!(
+            to_a >= 10 && to_b >= 10,
+            "requests alternated: {to_a} and {to_b}"
+        );
 
         // The owner gone: the other gateway answers 503 + Retry-After, never 40403.
         let mut cfg = Config::default();
@@ -807,7 +904,9 @@ mod behind_a_balancer {
         };
         let direct = SluiceProcess::client(survivor_data);
         let reply = direct
-            .get(format!("{survivor_url}/consumers/{group}/instances/m1/records?timeout=0"))
+            .get(format!(
+                "{survivor_url}/consumers/{group}/instances/m1/records?timeout=0"
+            ))
             .send()
             .await
             .unwrap();
@@ -923,7 +1022,8 @@ mod websocket_groups {
         }
 
         async fn commit(&mut self, id: &str) {
-            self.send(json!({"type": "commit", "sub": "s", "id": id})).await;
+            self.send(json!({"type": "commit", "sub": "s", "id": id}))
+                .await;
             loop {
                 let frame = self.next().await;
                 match frame["type"].as_str() {

@@ -193,14 +193,21 @@ impl GroupMember {
                 send(&member.out, &ServerFrame::Unsubscribed { sub: &member.id }).await;
             }
             Stop::Failed(error) => {
-                send(&member.out, &ServerFrame::error(None, Some(&member.id), &error)).await;
+                send(
+                    &member.out,
+                    &ServerFrame::error(None, Some(&member.id), &error),
+                )
+                .await;
             }
             Stop::SlowConsumer => {
                 let reason = format!(
                     "slow consumer: no credit for {} ms",
                     member.pause_limit.as_millis()
                 );
-                let _ = member.out.send(Out::Close(CLOSE_SLOW_CONSUMER, reason)).await;
+                let _ = member
+                    .out
+                    .send(Out::Close(CLOSE_SLOW_CONSUMER, reason))
+                    .await;
             }
         }
     }
@@ -242,7 +249,11 @@ impl GroupMember {
                     return stop;
                 }
                 // Partitions taken away meanwhile are another member's now.
-                if !self.assigned.iter().any(|a| a.topic == record.topic && a.partition == record.partition) {
+                if !self
+                    .assigned
+                    .iter()
+                    .any(|a| a.topic == record.topic && a.partition == record.partition)
+                {
                     continue;
                 }
                 if let Err(stop) = self.push(&record).await {
@@ -254,17 +265,25 @@ impl GroupMember {
 
     /// Sends `assigned` when the member's partitions changed.
     async fn announce(&mut self) -> Result<(), Stop> {
-        let value = call(&self.state, Method::GET, &format!("{}/assignments", self.path), None)
-            .await
-            .map_err(Stop::Failed)?;
+        let value = call(
+            &self.state,
+            Method::GET,
+            &format!("{}/assignments", self.path),
+            None,
+        )
+        .await
+        .map_err(Stop::Failed)?;
         let mut partitions: Vec<AssignedPartition> =
             serde_json::from_value(value["partitions"].clone())
                 .map_err(|e| Stop::Failed(ApiError::internal(&e)))?;
         partitions.sort();
         if partitions != self.assigned {
             self.assigned = partitions.clone();
-            self.pushed
-                .retain(|(t, p), _| partitions.iter().any(|a| &a.topic == t && a.partition == *p));
+            self.pushed.retain(|(t, p), _| {
+                partitions
+                    .iter()
+                    .any(|a| &a.topic == t && a.partition == *p)
+            });
             let frame = ServerFrame::Assigned {
                 sub: &self.id,
                 partitions,
@@ -296,8 +315,12 @@ impl GroupMember {
                 .collect(),
             group: &self.group,
         };
-        let text = serde_json::to_string(&frame).map_err(|e| Stop::Failed(ApiError::internal(&e)))?;
-        self.out.send(Out::Text(text)).await.map_err(|_| Stop::Closed)?;
+        let text =
+            serde_json::to_string(&frame).map_err(|e| Stop::Failed(ApiError::internal(&e)))?;
+        self.out
+            .send(Out::Text(text))
+            .await
+            .map_err(|_| Stop::Closed)?;
         self.sent += 1;
         self.pushed
             .insert((record.topic.clone(), record.partition), record.offset);
@@ -418,7 +441,9 @@ async fn join(
         state,
         Method::POST,
         &format!("/consumers/{group}"),
-        Some(json!({"format": "binary", "auto.offset.reset": reset, "auto.commit.enable": "false"})),
+        Some(
+            json!({"format": "binary", "auto.offset.reset": reset, "auto.commit.enable": "false"}),
+        ),
     )
     .await?;
     let instance = created["instance_id"]

@@ -68,8 +68,16 @@ mod tests {
 
     #[test]
     fn every_partition_goes_to_exactly_one_subscriber() {
-        let parts = BTreeMap::from([("x".to_owned(), 7), ("y".to_owned(), 2), ("z".to_owned(), 3)]);
-        let s = subs(&[("a", &["x", "y"]), ("b", &["x"]), ("c", &["x", "y", "missing"])]);
+        let parts = BTreeMap::from([
+            ("x".to_owned(), 7),
+            ("y".to_owned(), 2),
+            ("z".to_owned(), 3),
+        ]);
+        let s = subs(&[
+            ("a", &["x", "y"]),
+            ("b", &["x"]),
+            ("c", &["x", "y", "missing"]),
+        ]);
         let out = range(&s, &parts);
         let mut seen = BTreeSet::new();
         for (member, set) in &out {

@@ -137,7 +137,9 @@ fn not_found(group: &str, instance: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         CONSUMER_NOT_FOUND,
-        format!("Consumer instance {instance:?} not found in group {group:?} (it may have expired)"),
+        format!(
+            "Consumer instance {instance:?} not found in group {group:?} (it may have expired)"
+        ),
     )
 }
 
@@ -293,8 +295,9 @@ impl Coordinator {
 
     fn start_sweep(self: &Arc<Self>) {
         if !self.sweeping.swap(true, Ordering::AcqRel) {
-            let period =
-                Duration::from_millis((self.config.instance_timeout_ms / 4).clamp(1, DEFAULT_SWEEP_MS));
+            let period = Duration::from_millis(
+                (self.config.instance_timeout_ms / 4).clamp(1, DEFAULT_SWEEP_MS),
+            );
             tokio::spawn(sweep(Arc::downgrade(self), period));
         }
     }
@@ -557,8 +560,7 @@ impl Coordinator {
                         |t| t.as_millis() as u64,
                     );
                     deadline = Some(
-                        started
-                            + Duration::from_millis(ms.min(self.config.max_poll_timeout_ms)),
+                        started + Duration::from_millis(ms.min(self.config.max_poll_timeout_ms)),
                     );
                     if settings.auto_commit {
                         let commits = g.uncommitted(id);
@@ -673,10 +675,8 @@ impl Coordinator {
                     records: out,
                 });
             }
-            tokio::time::sleep(
-                Duration::from_millis(DEFAULT_POLL_IDLE_MS).min(deadline - now),
-            )
-            .await;
+            tokio::time::sleep(Duration::from_millis(DEFAULT_POLL_IDLE_MS).min(deadline - now))
+                .await;
         }
     }
 
@@ -730,9 +730,10 @@ impl Coordinator {
     ) -> Result<Position, ApiError> {
         match reset {
             Reset::Earliest => {
-                let first = placement.epochs.first().ok_or_else(|| {
-                    ApiError::internal(&format!("topic {topic:?} has no epoch"))
-                })?;
+                let first = placement
+                    .epochs
+                    .first()
+                    .ok_or_else(|| ApiError::internal(&format!("topic {topic:?} has no epoch")))?;
                 Ok(Position {
                     epoch: first.epoch,
                     offset: first
@@ -743,9 +744,9 @@ impl Coordinator {
                 })
             }
             Reset::Latest => {
-                let current = placement.current().ok_or_else(|| {
-                    ApiError::internal(&format!("topic {topic:?} has no epoch"))
-                })?;
+                let current = placement
+                    .current()
+                    .ok_or_else(|| ApiError::internal(&format!("topic {topic:?} has no epoch")))?;
                 let latest = self.federation.offsets(topic, partition).await?.latest;
                 Ok(Position {
                     epoch: current.epoch,
@@ -881,10 +882,9 @@ impl Coordinator {
                     let next = offset.checked_add(1).ok_or_else(|| {
                         ApiError::unprocessable(format!("offset {offset} is out of range"))
                     })?;
-                    let at = offsets::position_of(&placement, partition, next, hint)
-                        .ok_or_else(|| {
-                            ApiError::internal(&format!("topic {topic:?} has no epoch"))
-                        })?;
+                    let at = offsets::position_of(&placement, partition, next, hint).ok_or_else(
+                        || ApiError::internal(&format!("topic {topic:?} has no epoch")),
+                    )?;
                     commits.push((topic, partition, at));
                 }
                 commits
@@ -944,7 +944,13 @@ impl Coordinator {
                 for (topic, partition, offset) in list {
                     let placement = self.check_partition(&topic, partition)?;
                     let current = placement.current().map_or(1, |e| e.epoch);
-                    targets.push(((topic, partition), Position { epoch: current, offset }));
+                    targets.push((
+                        (topic, partition),
+                        Position {
+                            epoch: current,
+                            offset,
+                        },
+                    ));
                 }
             }
             Seek::Beginning(list) | Seek::End(list) if list.is_empty() => {}

@@ -79,12 +79,12 @@ fn local_routes() -> Router<AppState> {
             get(assignments).post(assign_partitions),
         )
         .route(&format!("{INSTANCE}/records"), get(records))
-        .route(
-            &format!("{INSTANCE}/offsets"),
-            post(commit).get(committed),
-        )
+        .route(&format!("{INSTANCE}/offsets"), post(commit).get(committed))
         .route(&format!("{INSTANCE}/positions"), post(seek))
-        .route(&format!("{INSTANCE}/positions/beginning"), post(seek_beginning))
+        .route(
+            &format!("{INSTANCE}/positions/beginning"),
+            post(seek_beginning),
+        )
         .route(&format!("{INSTANCE}/positions/end"), post(seek_end))
 }
 
@@ -259,9 +259,9 @@ async fn required<T: serde::de::DeserializeOwned>(
     request: Request,
     what: &str,
 ) -> Result<T, ApiError> {
-    body(state, headers, request)
-        .await?
-        .ok_or_else(|| ApiError::unprocessable(format!("the body must be a JSON object with {what}")))
+    body(state, headers, request).await?.ok_or_else(|| {
+        ApiError::unprocessable(format!("the body must be a JSON object with {what}"))
+    })
 }
 
 fn no_content() -> Response {
@@ -335,7 +335,11 @@ fn settings_of(
         }
         None => None,
     };
-    let format = match get("format")?.as_deref().map(str::to_ascii_lowercase).as_deref() {
+    let format = match get("format")?
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         None | Some("binary") => EmbeddedFormat::Binary,
         Some("json") => EmbeddedFormat::Json,
         Some(f @ ("avro" | "protobuf" | "jsonschema")) => {
@@ -440,7 +444,8 @@ async fn subscribe(
     request: Request,
 ) -> Result<Response, ApiError> {
     let (group, instance) = ids(&path)?;
-    let body: SubscribeBody = required(&state, &headers, request, "topics or topic_pattern").await?;
+    let body: SubscribeBody =
+        required(&state, &headers, request, "topics or topic_pattern").await?;
     let subscription = match (body.topics, body.topic_pattern) {
         (Some(topics), None) => {
             if topics.is_empty() {
@@ -556,7 +561,12 @@ fn accepted_format(headers: &HeaderMap) -> Result<Option<EmbeddedFormat>, ApiErr
             .to_str()
             .map_err(|_| ApiError::bad_request("Accept header is not visible ASCII"))?;
         for range in text.split(',') {
-            let essence = range.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+            let essence = range
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase();
             match essence.as_str() {
                 "application/vnd.kafka.json.v2+json" => return Ok(Some(EmbeddedFormat::Json)),
                 "application/vnd.kafka.binary.v2+json" => return Ok(Some(EmbeddedFormat::Binary)),
@@ -614,9 +624,21 @@ async fn records(
         out.extend_from_slice(b"{\"topic\":");
         put(&mut out, topic)?;
         out.extend_from_slice(b",\"key\":");
-        put_embedded(&mut out, record.key.as_deref(), polled.format, record.offset, "key")?;
+        put_embedded(
+            &mut out,
+            record.key.as_deref(),
+            polled.format,
+            record.offset,
+            "key",
+        )?;
         out.extend_from_slice(b",\"value\":");
-        put_embedded(&mut out, record.value.as_deref(), polled.format, record.offset, "value")?;
+        put_embedded(
+            &mut out,
+            record.value.as_deref(),
+            polled.format,
+            record.offset,
+            "value",
+        )?;
         out.extend_from_slice(b",\"partition\":");
         put(&mut out, &record.partition)?;
         out.extend_from_slice(b",\"offset\":");
@@ -631,7 +653,10 @@ async fn records(
             out.extend_from_slice(b"{\"name\":");
             put(&mut out, &h.name)?;
             out.extend_from_slice(b",\"value\":");
-            put(&mut out, &base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &h.value))?;
+            put(
+                &mut out,
+                &base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &h.value),
+            )?;
             out.push(b'}');
         }
         out.extend_from_slice(b"]}");
@@ -801,7 +826,11 @@ mod tests {
             serde_json::json!({"name": ["x"]}),
         ] {
             let err = settings_of(bad.as_object().unwrap()).unwrap_err();
-            assert_eq!((err.status.as_u16(), err.error_code), (422, INVALID_CONSUMER_CONFIG), "{bad}");
+            assert_eq!(
+                (err.status.as_u16(), err.error_code),
+                (422, INVALID_CONSUMER_CONFIG),
+                "{bad}"
+            );
         }
     }
 }

@@ -105,7 +105,10 @@ pub fn settle(placement: &TopicPlacement, partition: u32, position: Position) ->
     let mut position = position;
     while let Some(epoch) = placement.epoch(position.epoch) {
         position.offset = position.offset.max(start(epoch, partition));
-        match (end(epoch, partition), placement.next_epoch_after(epoch.epoch)) {
+        match (
+            end(epoch, partition),
+            placement.next_epoch_after(epoch.epoch),
+        ) {
             (Some(end), Some(next)) if position.offset >= end => {
                 position = Position {
                     epoch: next.epoch,
@@ -214,7 +217,16 @@ mod tests {
     #[test]
     fn every_position_round_trips() {
         let p = there_and_back();
-        for position in [pos(1, 0), pos(1, 4), pos(1, 10), pos(2, 0), pos(2, 3), pos(2, 5), pos(3, 10), pos(3, 11)] {
+        for position in [
+            pos(1, 0),
+            pos(1, 4),
+            pos(1, 10),
+            pos(2, 0),
+            pos(2, 3),
+            pos(2, 5),
+            pos(3, 10),
+            pos(3, 11),
+        ] {
             let (cluster, offset) = stored_at(&p, 0, position).unwrap();
             // Only this commit, on top of a complete earlier history.
             let mut stored = vec![(cluster.as_str(), offset)];
