@@ -149,7 +149,7 @@ async fn to_owner(State(state): State<AppState>, mut request: Request, next: Nex
     request.extensions_mut().insert(BaseUrl(base.clone()));
     // Percent-decoded the way the route's parameter is, so both agree.
     let group = group_of(request.uri().path())
-        .map(|g| percent_decode(g))
+        .map(percent_decode)
         .unwrap_or_default();
     match state.consumers.peers.owner(&group) {
         Owner::Local => next.run(request).await,
