@@ -194,6 +194,10 @@ fn peers_need_a_node_id_among_them() {
     );
     let config = parse(&format!("[gateway]\nnode_id = \"a\"\n{peers}")).unwrap();
     assert_eq!(config.gateway.peers.len(), 2);
+    let msg = error(&format!(
+        "[admin]\ninsecure = false\n[gateway]\nnode_id = \"a\"\n{peers}"
+    ));
+    assert!(msg.contains("gateway.peers") && msg.contains("admin.insecure"), "{msg}");
 }
 
 #[test]

@@ -331,6 +331,14 @@ fn validate_consumers(
         }
         check_peer_url(&peer.url).map_err(|rule| invalid(key("url"), rule))?;
     }
+    if !g.peers.is_empty() && !config.admin.insecure {
+        return Err(invalid(
+            "gateway.peers".into(),
+            "peers forward consumer requests over plaintext HTTP to each other's admin listeners; \
+             set admin.insecure = true and bind admin.address to a private interface"
+                .into(),
+        ));
+    }
     if !g.peers.is_empty() {
         match &g.node_id {
             None => {

@@ -464,3 +464,62 @@ async fn join(
     .await?;
     Ok((partitions, path, leave))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::protocol::{ClientFrame, CommitOffset};
+    use super::*;
+
+    #[test]
+    fn commit_frames_parse_and_name_their_mistakes() {
+        let frame = ClientFrame::parse(
+            r#"{"type":"commit","sub":"s","id":"k","offsets":[{"topic":"t","partition":1,"offset":4}]}"#,
+        )
+        .unwrap();
+        let ClientFrame::Commit(commit) = frame else {
+            panic!("not a commit")
+        };
+        let offsets: Vec<CommitOffset> = commit.offsets.unwrap();
+        assert_eq!((offsets[0].partition, offsets[0].offset), (1, 4));
+        assert!(matches!(
+            ClientFrame::parse(r#"{"type":"commit","sub":"s"}"#),
+            Ok(ClientFrame::Commit(CommitFrame { offsets: None, .. }))
+        ));
+        let Err(e) = ClientFrame::parse(r#"{"type":"commit","sub":"s","offsets":[{"topic":"t"}]}"#)
+        else {
+            panic!("accepted a commit without partition")
+        };
+        assert!(e.error.message.starts_with("invalid commit frame"), "{}", e.error.message);
+        assert_eq!(e.sub.as_deref(), Some("s"));
+        assert!(matches!(
+            ClientFrame::parse(r#"{"type":"subscribe","id":"s","topic":"t","group":"g"}"#),
+            Ok(ClientFrame::Subscribe(SubscribeFrame { group: Some(_), .. }))
+        ));
+    }
+
+    #[test]
+    fn group_frames_render_as_documented() {
+        let docs = include_str!("../../../docs/websocket.md");
+        let assigned = ServerFrame::Assigned {
+            sub: "s1",
+            partitions: vec![
+                AssignedPartition {
+                    topic: "orders".into(),
+                    partition: 0,
+                },
+                AssignedPartition {
+                    topic: "orders".into(),
+                    partition: 1,
+                },
+            ],
+        }
+        .to_text();
+        assert!(docs.contains(&assigned), "{assigned}");
+        let committed = ServerFrame::Committed {
+            sub: "s1",
+            id: Some("k1"),
+        }
+        .to_text();
+        assert!(docs.contains(&committed), "{committed}");
+    }
+}

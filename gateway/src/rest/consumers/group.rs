@@ -661,7 +661,9 @@ impl Coordinator {
                     out.extend(records.into_iter().map(|r| (tp.0.clone(), r)));
                 }
             }
-            let enough = !out.is_empty() && out_bytes >= min_bytes.max(1);
+            // Records may weigh nothing (tombstones without key or headers): one
+            // record is enough unless `fetch.min.bytes` asks for more.
+            let enough = !out.is_empty() && (min_bytes <= 1 || out_bytes >= min_bytes);
             let now = Instant::now();
             let deadline = deadline.unwrap_or(now);
             if enough || out_bytes >= max_bytes || now >= deadline {
