@@ -197,7 +197,10 @@ fn peers_need_a_node_id_among_them() {
     let msg = error(&format!(
         "[admin]\ninsecure = false\n[gateway]\nnode_id = \"a\"\n{peers}"
     ));
-    assert!(msg.contains("gateway.peers") && msg.contains("admin.insecure"), "{msg}");
+    assert!(
+        msg.contains("gateway.peers") && msg.contains("admin.insecure"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -884,7 +884,6 @@ mod behind_a_balancer {
             "requests alternated: {to_a} and {to_b}"
         );
 
-        // The owner gone: the other gateway answers 503 + Retry-After, never 40403.
         let mut cfg = Config::default();
         cfg.gateway.node_id = Some("gw-a".into());
         cfg.gateway.peers = peers
@@ -894,7 +893,27 @@ mod behind_a_balancer {
                 url: format!("http://127.0.0.1:{p}"),
             })
             .collect();
-        let a_owns = matches!(Peers::new(&cfg).owner(group), Owner::Local);
+        let owned_by_a = |g: &str| matches!(Peers::new(&cfg).owner(g), Owner::Local);
+
+        // A WebSocket member connected to the gateway that does not own its
+        // group reaches the group through forwarding.
+        let ws_group = "ws-balanced";
+        let (ws_addr, ws_ca) = if owned_by_a(ws_group) {
+            (public_addr(&b.url), data_b.join("tls/ca.pem"))
+        } else {
+            (public_addr(&a.url), data_a.join("tls/ca.pem"))
+        };
+        let mut ws = super::websocket_groups::Ws::connect_to(ws_addr, &ws_ca).await;
+        ws.join(topic, ws_group).await;
+        let pushed = ws.until(produced.len(), 3).await;
+        let mut pushed = values(&pushed);
+        pushed.sort();
+        assert_eq!(pushed, want, "the WebSocket member reads every record once");
+        ws.commit("w1").await;
+        drop(ws);
+
+        // The owner gone: the other gateway answers 503 + Retry-After, never 40403.
+        let a_owns = owned_by_a(group);
         let (survivor_url, survivor_data) = if a_owns {
             a.kill_9();
             (b.url.clone(), &data_b)
@@ -936,15 +955,19 @@ mod websocket_groups {
 
     const FRAME_WAIT: Duration = Duration::from_secs(15);
 
-    struct Ws {
+    pub(super) struct Ws {
         stream: WebSocketStream<TlsStream<TcpStream>>,
         /// The partitions of the last `assigned` frame.
-        assigned: BTreeSet<u64>,
+        pub(super) assigned: BTreeSet<u64>,
     }
 
     impl Ws {
         async fn connect(gw: &TestGateway) -> Self {
-            let ca = gw.data_dir.path().join("tls/ca.pem");
+            Self::connect_to(gw.addr, &gw.data_dir.path().join("tls/ca.pem")).await
+        }
+
+        /// Connects to the gateway at `addr`, trusting the CA in `ca`.
+        pub(super) async fn connect_to(addr: std::net::SocketAddr, ca: &std::path::Path) -> Self {
             let mut roots = rustls::RootCertStore::empty();
             for cert in CertificateDer::pem_file_iter(&ca).expect("CA file") {
                 roots.add(cert.expect("CA PEM")).expect("CA certificate");
@@ -955,12 +978,12 @@ mod websocket_groups {
                 .unwrap()
                 .with_root_certificates(roots)
                 .with_no_client_auth();
-            let tcp = TcpStream::connect(gw.addr).await.unwrap();
+            let tcp = TcpStream::connect(addr).await.unwrap();
             let tls = TlsConnector::from(Arc::new(config))
                 .connect(ServerName::try_from("localhost").unwrap(), tcp)
                 .await
                 .unwrap();
-            let url = format!("wss://localhost:{}/v1/ws", gw.addr.port());
+            let url = format!("wss://localhost:{}/v1/ws", addr.port());
             let (stream, _) = tokio_tungstenite::client_async(url.as_str(), tls)
                 .await
                 .expect("WebSocket upgrade");
@@ -1003,7 +1026,7 @@ mod websocket_groups {
 
         /// Reads frames until `records` records came and the assignment
         /// holds `partitions` partitions; returns the records.
-        async fn until(&mut self, records: usize, partitions: usize) -> Vec<Value> {
+        pub(super) async fn until(&mut self, records: usize, partitions: usize) -> Vec<Value> {
             let mut out = Vec::new();
             while out.len() < records || self.assigned.len() != partitions {
                 let frame = self.next().await;
@@ -1016,12 +1039,12 @@ mod websocket_groups {
             out
         }
 
-        async fn join(&mut self, topic: &str, group: &str) {
+        pub(super) async fn join(&mut self, topic: &str, group: &str) {
             self.send(json!({"type": "subscribe", "id": "s", "topic": topic, "group": group, "credit": 1000}))
                 .await;
         }
 
-        async fn commit(&mut self, id: &str) {
+        pub(super) async fn commit(&mut self, id: &str) {
             self.send(json!({"type": "commit", "sub": "s", "id": id}))
                 .await;
             loop {
@@ -1038,7 +1061,7 @@ mod websocket_groups {
         }
     }
 
-    fn partitions_of(records: &[Value]) -> BTreeSet<u64> {
+    pub(super) fn partitions_of(records: &[Value]) -> BTreeSet<u64> {
         records
             .iter()
             .map(|r| r["partition"].as_u64().unwrap())

@@ -489,11 +489,18 @@ mod tests {
         else {
             panic!("accepted a commit without partition")
         };
-        assert!(e.error.message.starts_with("invalid commit frame"), "{}", e.error.message);
+        assert!(
+            e.error.message.starts_with("invalid commit frame"),
+            "{}",
+            e.error.message
+        );
         assert_eq!(e.sub.as_deref(), Some("s"));
         assert!(matches!(
             ClientFrame::parse(r#"{"type":"subscribe","id":"s","topic":"t","group":"g"}"#),
-            Ok(ClientFrame::Subscribe(SubscribeFrame { group: Some(_), .. }))
+            Ok(ClientFrame::Subscribe(SubscribeFrame {
+                group: Some(_),
+                ..
+            }))
         ));
     }
 
