@@ -969,7 +969,7 @@ mod websocket_groups {
         /// Connects to the gateway at `addr`, trusting the CA in `ca`.
         pub(super) async fn connect_to(addr: std::net::SocketAddr, ca: &std::path::Path) -> Self {
             let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(&ca).expect("CA file") {
+            for cert in CertificateDer::pem_file_iter(ca).expect("CA file") {
                 roots.add(cert.expect("CA PEM")).expect("CA certificate");
             }
             let provider = Arc::new(rustls::crypto::ring::default_provider());
