@@ -425,6 +425,16 @@ async fn bad_requests_get_precise_errors() {
     assert_eq!((s, code), (406, 40601), "{m}");
     let reply = c.http.get(c.at("/records?timeout=x")).send().await.unwrap();
     assert_eq!(error_of(reply).await.0, 400);
+    // The forwarded routes are on the admin listener only.
+    let reply = http
+        .get(format!(
+            "{url}/internal/v2/consumers/g/instances/c/assignments"
+        ))
+        .send()
+        .await
+        .unwrap();
+    let (s, _, m) = error_of(reply).await;
+    assert!(s == 404 && m.contains("no route"), "{s} {m}");
     gw.stop().await;
 }
 
@@ -591,6 +601,11 @@ async fn a_group_reads_topics_homed_on_different_clusters() {
         .filter(|o| o["offset"] == 1)
         .count();
     assert_eq!(with_progress, topics.len(), "{committed}");
+    // A topic created later that matches the pattern joins the assignment.
+    gw.create_topic("spread-late", 1).await;
+    gw.produce_values("spread-late", 0, &["late".into()]).await;
+    let got = c.poll_until(1, Duration::from_secs(10)).await;
+    assert_eq!(values(&got), ["late"]);
     gw.stop().await;
 }
 
