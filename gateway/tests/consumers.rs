@@ -413,7 +413,8 @@ async fn bad_requests_get_precise_errors() {
     )
     .await;
     assert_eq!((s, code), (409, 40903), "{m}");
-    // Accept naming the other format.
+    // Accept naming the other format: refused before anything is consumed.
+    gw.produce_values("t", 0, &["kept".into()]).await;
     let reply = c
         .http
         .get(c.at("/records?timeout=0"))
@@ -423,6 +424,10 @@ async fn bad_requests_get_precise_errors() {
         .unwrap();
     let (s, code, m) = error_of(reply).await;
     assert_eq!((s, code), (406, 40601), "{m}");
+    assert_eq!(
+        values(&c.poll_until(1, Duration::from_secs(10)).await),
+        ["kept"]
+    );
     let reply = c.http.get(c.at("/records?timeout=x")).send().await.unwrap();
     assert_eq!(error_of(reply).await.0, 400);
     // The forwarded routes are on the admin listener only.

@@ -529,12 +529,14 @@ impl Coordinator {
 
     /// Long-polls for records: returns as soon as `fetch.min.bytes` of
     /// records are in (one record by default), or empty at `timeout`.
+    /// `accepted` is the format the client asked for, if it named one.
     pub async fn poll(
         &self,
         group: &str,
         id: &str,
         timeout: Option<Duration>,
         max_bytes: usize,
+        accepted: Option<EmbeddedFormat>,
     ) -> Result<Polled, ApiError> {
         let max_bytes = max_bytes.max(1);
         let started = Instant::now();
@@ -550,6 +552,17 @@ impl Coordinator {
                 self.refresh(&mut g).await?;
                 let settings = g.instance(id)?.settings.clone();
                 format = settings.format;
+                // Checked before anything is read, so a mismatch consumes nothing.
+                if let Some(asked) = accepted.filter(|a| *a != format) {
+                    return Err(ApiError::not_acceptable(
+                        FORMAT_MISMATCH,
+                        format!(
+                            "the consumer instance was created with format {}; Accept asks for {}",
+                            super::format_name(format),
+                            super::format_name(asked)
+                        ),
+                    ));
+                }
                 if deadline.is_none() {
                     let ms = timeout.map_or_else(
                         || {

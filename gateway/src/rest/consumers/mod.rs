@@ -170,15 +170,21 @@ fn percent_decode(text: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(b) => {
                 out.push(b);
                 i += 3;
-                continue;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
             }
         }
-        out.push(bytes[i]);
-        i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
 }
@@ -601,20 +607,8 @@ async fn records(
     let polled = state
         .consumers
         .coordinator
-        .poll(group, instance, timeout, max_bytes)
+        .poll(group, instance, timeout, max_bytes, accepted)
         .await?;
-    if let Some(asked) = accepted {
-        if asked != polled.format {
-            return Err(ApiError::not_acceptable(
-                FORMAT_MISMATCH,
-                format!(
-                    "the consumer instance was created with format {}; Accept asks for {}",
-                    format_name(polled.format),
-                    format_name(asked)
-                ),
-            ));
-        }
-    }
     let mut out = Vec::new();
     out.push(b'[');
     for (i, (topic, record)) in polled.records.iter().enumerate() {
@@ -665,7 +659,8 @@ async fn records(
     Ok(([(header::CONTENT_TYPE, polled.format.media_type())], out).into_response())
 }
 
-fn format_name(format: EmbeddedFormat) -> &'static str {
+/// The name of a format, as `format` in the create request has it.
+pub fn format_name(format: EmbeddedFormat) -> &'static str {
     match format {
         EmbeddedFormat::Binary => "binary",
         EmbeddedFormat::Json => "json",
@@ -805,6 +800,7 @@ mod tests {
         assert_eq!(group_of("/topics/x"), None);
         assert_eq!(percent_decode("a%2Eb"), "a.b");
         assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%é%zz%4"), "%é%zz%4");
     }
 
     #[test]
