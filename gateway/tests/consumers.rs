@@ -481,6 +481,36 @@ async fn a_long_poll_returns_when_a_record_arrives() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_min_bytes_waits_for_enough_records() {
+    let gw = TestGateway::start().await;
+    gw.create_topic("min", 1).await;
+    gw.produce_values("min", 0, &["a".repeat(100)]).await;
+    let c = Consumer::create(
+        &gw.client,
+        &gw.url,
+        "min-group",
+        "m",
+        json!({"fetch.min.bytes": "250"}),
+    )
+    .await;
+    c.subscribe(&["min"]).await;
+    let timeout_ms = 20_000;
+    let started = Instant::now();
+    let poll = tokio::spawn(async move { c.poll(timeout_ms).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !poll.is_finished(),
+        "100 bytes are not enough for fetch.min.bytes 250"
+    );
+    gw.produce_values("min", 0, &["b".repeat(100), "c".repeat(100)])
+        .await;
+    let records = poll.await.unwrap();
+    assert_eq!(records.len(), 3, "all three records in one answer");
+    assert!(started.elapsed() < Duration::from_millis(timeout_ms / 2));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_bytes_bounds_an_answer() {
     let gw = TestGateway::start().await;
     gw.create_topic("sized", 1).await;
