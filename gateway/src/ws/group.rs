@@ -21,12 +21,16 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::protocol::{AssignedPartition, CommitFrame, HeaderOut, ServerFrame, SubscribeFrame};
-use super::session::{send, Out};
+use super::protocol::{
+    AssignedPartition, BytesOut, CommitFrame, Encoded, Framing, HeaderOut, ServerFrame,
+    SubscribeFrame,
+};
+use super::session::{send, Outbox};
 use super::CLOSE_SLOW_CONSUMER;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::rest::consumers::{dispatch, KAFKA_V2};
+use crate::rest::extract::decode_base64;
 
 /// Long-poll of each records request a group member makes.
 pub const DEFAULT_WS_GROUP_POLL_MS: u64 = 1_000;
@@ -65,8 +69,8 @@ struct GroupRecordFrame<'a> {
     partition: u32,
     offset: u64,
     timestamp: i64,
-    key: Option<&'a str>,
-    value: Option<&'a str>,
+    key: Option<BytesOut<'a>>,
+    value: Option<BytesOut<'a>>,
     headers: Vec<HeaderOut<'a>>,
     group: &'a str,
 }
@@ -140,7 +144,7 @@ pub struct GroupMember {
     granted: watch::Receiver<u64>,
     sent: u64,
     pause_limit: Duration,
-    out: mpsc::Sender<Out>,
+    out: Outbox,
     commits: mpsc::Receiver<CommitFrame>,
     /// Per partition, the offset of the last record pushed.
     pushed: BTreeMap<(String, u32), u64>,
@@ -155,7 +159,7 @@ impl GroupMember {
         frame: SubscribeFrame,
         granted: watch::Receiver<u64>,
         pause_limit: Duration,
-        out: mpsc::Sender<Out>,
+        out: Outbox,
         commits: mpsc::Receiver<CommitFrame>,
     ) {
         let group = frame.group.clone().unwrap_or_default();
@@ -204,10 +208,7 @@ impl GroupMember {
                     "slow consumer: no credit for {} ms",
                     member.pause_limit.as_millis()
                 );
-                let _ = member
-                    .out
-                    .send(Out::Close(CLOSE_SLOW_CONSUMER, reason))
-                    .await;
+                let _ = member.out.close(CLOSE_SLOW_CONSUMER, reason).await;
             }
         }
     }
@@ -296,6 +297,21 @@ impl GroupMember {
     }
 
     async fn push(&mut self, record: &RecordIn) -> Result<(), Stop> {
+        let bytes = |text: &Option<String>, what: &str| {
+            text.as_deref()
+                .map(|t| decode_base64(t, what))
+                .transpose()
+                .map_err(Stop::Failed)
+        };
+        let key = bytes(&record.key, "key")?;
+        let value = bytes(&record.value, "value")?;
+        let headers = record
+            .headers
+            .iter()
+            .map(|h| Ok((h.name.as_str(), decode_base64(&h.value, "header")?)))
+            .collect::<Result<Vec<_>, ApiError>>()
+            .map_err(Stop::Failed)?;
+        let framing = self.out.framing();
         let frame = GroupRecordFrame {
             kind: "record",
             sub: &self.id,
@@ -303,24 +319,21 @@ impl GroupMember {
             partition: record.partition,
             offset: record.offset,
             timestamp: record.timestamp,
-            key: record.key.as_deref(),
-            value: record.value.as_deref(),
-            headers: record
-                .headers
+            key: key.as_deref().map(|k| BytesOut::new(framing, k)),
+            value: value.as_deref().map(|v| BytesOut::new(framing, v)),
+            headers: headers
                 .iter()
-                .map(|h| HeaderOut {
-                    name: &h.name,
-                    value: h.value.clone(),
+                .map(|(name, value)| HeaderOut {
+                    name,
+                    value: BytesOut::new(framing, value),
                 })
                 .collect(),
             group: &self.group,
         };
-        let text =
-            serde_json::to_string(&frame).map_err(|e| Stop::Failed(ApiError::internal(&e)))?;
-        self.out
-            .send(Out::Text(text))
-            .await
-            .map_err(|_| Stop::Closed)?;
+        let encoded = encode(&frame, framing).map_err(Stop::Failed)?;
+        if !self.out.send_encoded(encoded).await {
+            return Err(Stop::Closed);
+        }
         self.sent += 1;
         self.pushed
             .insert((record.topic.clone(), record.partition), record.offset);
@@ -398,6 +411,20 @@ impl GroupMember {
                     None => return Err(Stop::Unsubscribed),
                 },
             }
+        }
+    }
+}
+
+/// A group record frame in the connection's framing.
+fn encode(frame: &GroupRecordFrame<'_>, framing: Framing) -> Result<Encoded, ApiError> {
+    match framing {
+        Framing::Json => serde_json::to_string(frame)
+            .map(Encoded::Text)
+            .map_err(|e| ApiError::internal(&e)),
+        Framing::Cbor => {
+            let mut bytes = Vec::with_capacity(128);
+            ciborium::ser::into_writer(frame, &mut bytes).map_err(|e| ApiError::internal(&e))?;
+            Ok(Encoded::Binary(bytes))
         }
     }
 }
@@ -502,6 +529,45 @@ mod tests {
                 ..
             }))
         ));
+    }
+
+    #[test]
+    fn group_records_follow_the_framing() {
+        let frame = |framing| GroupRecordFrame {
+            kind: "record",
+            sub: "s1",
+            topic: "orders",
+            partition: 1,
+            offset: 41,
+            timestamp: 7,
+            key: Some(BytesOut::new(framing, b"k")),
+            value: None,
+            headers: vec![HeaderOut {
+                name: "h",
+                value: BytesOut::new(framing, b"x"),
+            }],
+            group: "g",
+        };
+        let Ok(Encoded::Text(text)) = encode(&frame(Framing::Json), Framing::Json) else {
+            panic!("JSON framing gives text")
+        };
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["key"], "aw==");
+        assert_eq!(json["headers"][0]["value"], "eA==");
+        assert_eq!(json["group"], "g");
+        assert!(json.get("cursor").is_none());
+        let Ok(Encoded::Binary(bytes)) = encode(&frame(Framing::Cbor), Framing::Cbor) else {
+            panic!("CBOR framing gives binary")
+        };
+        let cbor: ciborium::Value = ciborium::de::from_reader(bytes.as_slice()).unwrap();
+        let key = cbor
+            .as_map()
+            .unwrap()
+            .iter()
+            .find(|(k, _)| k.as_text() == Some("key"))
+            .map(|(_, v)| v.clone())
+            .unwrap();
+        assert_eq!(key.as_bytes().map(Vec::as_slice), Some(&b"k"[..]));
     }
 
     #[test]

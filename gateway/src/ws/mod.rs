@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 
 use crate::app::AppState;
@@ -25,6 +25,7 @@ use crate::rest::extract::QueryParams;
 
 pub mod group;
 pub mod protocol;
+pub use protocol::Framing;
 pub mod session;
 pub mod subscription;
 
@@ -63,6 +64,8 @@ pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
 /// Settings of one connection.
 #[derive(Debug, Clone, Copy)]
 pub struct SessionSettings {
+    /// JSON text or CBOR binary frames.
+    pub framing: Framing,
     /// See [`DEFAULT_WS_MAX_IN_FLIGHT`].
     pub max_in_flight: usize,
     /// See [`DEFAULT_WS_PAUSE_LIMIT_MS`].
@@ -94,7 +97,25 @@ pub async fn upgrade(
         .map_or(DEFAULT_WS_PAUSE_LIMIT_MS, |ms| {
             ms.clamp(MIN_WS_PAUSE_LIMIT_MS, MAX_WS_PAUSE_LIMIT_MS)
         });
+    // A `framing=` query wins; else the first subprotocol that names one,
+    // which the handshake then echoes.
+    let mut upgrade = upgrade;
+    let framing = match query.get("framing") {
+        Some(value) => Some(Framing::from_query(value)?),
+        None => upgrade
+            .requested_protocols()
+            .find_map(|p| p.to_str().ok().and_then(Framing::from_subprotocol)),
+    };
+    if let Some(framing) = framing {
+        if upgrade
+            .requested_protocols()
+            .any(|p| p.as_bytes() == framing.subprotocol().as_bytes())
+        {
+            upgrade.set_selected_protocol(HeaderValue::from_static(framing.subprotocol()));
+        }
+    }
     let settings = SessionSettings {
+        framing: framing.unwrap_or_default(),
         max_in_flight: DEFAULT_WS_MAX_IN_FLIGHT,
         pause_limit: Duration::from_millis(pause_limit_ms),
     };
