@@ -21,6 +21,18 @@ pub const TOPIC_NAME_RULE: &str = "topic names must match [a-zA-Z0-9._-]{1,249}"
 
 /// Default HTTPS listener address.
 pub const DEFAULT_LISTENER_ADDRESS: &str = "127.0.0.1:8443";
+/// Idle time after which a v2 consumer instance is removed (Confluent's
+/// `consumer.instance.timeout.ms` default).
+pub const DEFAULT_CONSUMER_INSTANCE_TIMEOUT_MS: u64 = 300_000;
+/// Long-poll time of `GET .../records` when neither the request nor the
+/// instance names one (Confluent's `consumer.request.timeout.ms` default).
+pub const DEFAULT_CONSUMER_REQUEST_TIMEOUT_MS: u64 = 1_000;
+/// Longest long-poll a records request may ask for.
+pub const DEFAULT_CONSUMER_MAX_POLL_TIMEOUT_MS: u64 = 30_000;
+/// Consumer instances one gateway keeps at most.
+pub const DEFAULT_CONSUMER_MAX_INSTANCES: usize = 10_000;
+/// Time to connect to the peer gateway that owns a consumer group.
+pub const DEFAULT_PEER_CONNECT_TIMEOUT_MS: u64 = 2_000;
 /// Default admin listener address (health, readiness, later metrics).
 pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:8444";
 /// Connections accepted at once per listener; more wait in the kernel backlog.
@@ -68,6 +80,8 @@ pub struct Config {
     pub tracing: TracingConfig,
     /// Routing of topics to clusters: pins, health probing, down policy.
     pub federation: FederationConfig,
+    /// Confluent v2 consumer instances and consumer groups.
+    pub consumers: ConsumersConfig,
     /// The broker clusters behind the gateway.
     pub clusters: Vec<ClusterConfig>,
     /// A directory of `NAME.toml` files, one cluster each (the `[[clusters]]`
@@ -88,6 +102,7 @@ impl Default for Config {
             log: LogConfig::default(),
             tracing: TracingConfig::default(),
             federation: FederationConfig::default(),
+            consumers: ConsumersConfig::default(),
             clusters: (0..3)
                 .map(|i| ClusterConfig::embedded(&format!("local-{i}")))
                 .collect(),
@@ -115,6 +130,13 @@ pub struct GatewayConfig {
     /// produced through this gateway wake tails at once; the poll finds
     /// those written through other gateways or straight to a cluster.
     pub tail_poll_ms: u64,
+    /// This gateway's name among `peers`. Required when `peers` is set.
+    pub node_id: Option<String>,
+    /// Every gateway of the deployment, this one included. Each consumer
+    /// group is owned by one of them (rendezvous hashing of the group name);
+    /// consumer requests reaching another gateway are forwarded to the
+    /// owner. Empty: this gateway owns every group.
+    pub peers: Vec<PeerConfig>,
 }
 
 impl Default for GatewayConfig {
@@ -124,6 +146,51 @@ impl Default for GatewayConfig {
             default_acks: Acks::All,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
             tail_poll_ms: DEFAULT_TAIL_POLL_MS,
+            node_id: None,
+            peers: Vec::new(),
+        }
+    }
+}
+
+/// One gateway of the deployment, as its peers reach it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// The gateway's `gateway.node_id`; part of the group-ownership hash, so
+    /// every gateway must list the same names.
+    pub name: String,
+    /// Base URL of the peer's admin listener, `http://host:port`, where it
+    /// serves forwarded consumer requests. Keep it on a private network.
+    pub url: String,
+}
+
+/// Confluent v2 consumer instances and consumer groups.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsumersConfig {
+    /// An instance with no request for this long is removed and its group
+    /// rebalanced; later requests to it get 404 with code 40403.
+    pub instance_timeout_ms: u64,
+    /// Long-poll time of a records request that names no `timeout`, unless
+    /// the instance set `consumer.request.timeout.ms`.
+    pub request_timeout_ms: u64,
+    /// The longest long-poll honoured; longer `timeout`s are lowered to it.
+    pub max_poll_timeout_ms: u64,
+    /// Instances this gateway keeps at most; creating one more is a 429.
+    pub max_instances: usize,
+    /// Time to connect to the gateway that owns a group before answering
+    /// 503 with `Retry-After`.
+    pub peer_connect_timeout_ms: u64,
+}
+
+impl Default for ConsumersConfig {
+    fn default() -> Self {
+        Self {
+            instance_timeout_ms: DEFAULT_CONSUMER_INSTANCE_TIMEOUT_MS,
+            request_timeout_ms: DEFAULT_CONSUMER_REQUEST_TIMEOUT_MS,
+            max_poll_timeout_ms: DEFAULT_CONSUMER_MAX_POLL_TIMEOUT_MS,
+            max_instances: DEFAULT_CONSUMER_MAX_INSTANCES,
+            peer_connect_timeout_ms: DEFAULT_PEER_CONNECT_TIMEOUT_MS,
         }
     }
 }

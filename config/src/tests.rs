@@ -208,6 +208,27 @@ fn tracing_is_off_by_default_and_on_with_an_endpoint() {
 }
 
 #[test]
+fn peers_need_a_node_id_among_them() {
+    let peers = "[[gateway.peers]]\nname = \"a\"\nurl = \"http://127.0.0.1:9001\"\n[[gateway.peers]]\nname = \"b\"\nurl = \"http://127.0.0.1:9002\"\n";
+    let msg = error(peers);
+    assert!(msg.contains("gateway.node_id"), "{msg}");
+    let msg = error(&format!("[gateway]\nnode_id = \"c\"\n{peers}"));
+    assert!(
+        msg.contains("gateway.node_id") && msg.contains("\"c\""),
+        "{msg}"
+    );
+    let config = parse(&format!("[gateway]\nnode_id = \"a\"\n{peers}")).unwrap();
+    assert_eq!(config.gateway.peers.len(), 2);
+    let msg = error(&format!(
+        "[admin]\ninsecure = false\n[gateway]\nnode_id = \"a\"\n{peers}"
+    ));
+    assert!(
+        msg.contains("gateway.peers") && msg.contains("admin.insecure"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn tracing_settings_are_checked_with_precise_errors() {
     let cases = [
         (
@@ -251,4 +272,28 @@ fn tracing_settings_are_checked_with_precise_errors() {
         assert!(msg.contains(expected), "{body}: {msg}");
         assert!(msg.starts_with("test.toml"), "{body}: {msg}");
     }
+}
+
+#[test]
+fn peer_urls_and_names_are_checked() {
+    let msg = error(
+        "[gateway]\nnode_id = \"a\"\n[[gateway.peers]]\nname = \"a\"\nurl = \"https://x:1\"\n",
+    );
+    assert!(msg.contains("gateway.peers[0].url"), "{msg}");
+    let msg =
+        error("[gateway]\nnode_id = \"a\"\n[[gateway.peers]]\nname = \"a\"\nurl = \"http://x\"\n");
+    assert!(msg.contains("port"), "{msg}");
+    let msg = error("[gateway]\nnode_id = \"a\"\n[[gateway.peers]]\nname = \"a\"\nurl = \"http://x:1\"\n[[gateway.peers]]\nname = \"a\"\nurl = \"http://y:1\"\n");
+    assert!(
+        msg.contains("gateway.peers[1].name") && msg.contains("duplicate"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn consumer_timeouts_are_checked() {
+    let msg = error("[consumers]\ninstance_timeout_ms = 0\n");
+    assert!(msg.contains("consumers.instance_timeout_ms"), "{msg}");
+    let msg = error("[consumers]\nrequest_timeout_ms = 5000\nmax_poll_timeout_ms = 1000\n");
+    assert!(msg.contains("consumers.request_timeout_ms"), "{msg}");
 }

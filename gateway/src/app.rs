@@ -17,6 +17,8 @@ pub struct AppState {
     pub shutdown: crate::server::ShutdownHandle,
     /// Tracing and metrics.
     pub telemetry: Arc<crate::telemetry::Telemetry>,
+    /// v2 consumer instances and the groups this gateway owns.
+    pub consumers: Arc<crate::rest::consumers::Consumers>,
 }
 
 /// The public listener's router.

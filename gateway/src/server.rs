@@ -164,6 +164,7 @@ impl Gateway {
             config: config.clone(),
             shutdown: shutdown.clone(),
             telemetry: telemetry.clone(),
+            consumers: crate::rest::consumers::Consumers::new(federation.clone(), &config),
         };
         let grace = Duration::from_millis(config.gateway.shutdown_grace_ms);
 
@@ -224,9 +225,12 @@ impl Gateway {
         listeners.spawn(serve(
             admin,
             admin_tls.map(|t| TlsAcceptor::from(t.config)),
-            crate::admin::router(federation.clone(), shutdown.clone()).merge(
-                crate::telemetry::scrape::router(telemetry.clone(), federation.clone()),
-            ),
+            crate::admin::router(federation.clone(), shutdown.clone())
+                .merge(crate::telemetry::scrape::router(
+                    telemetry.clone(),
+                    federation.clone(),
+                ))
+                .merge(crate::rest::consumers::internal_router(state.clone())),
             admin_limits,
             grace,
             shutdown.subscribe(),

@@ -91,12 +91,12 @@ pub async fn read(
 
 /// Appends the JSON form of a scalar. Writing strings and integers into a
 /// `Vec` cannot fail; the error path exists only to avoid a panic.
-fn put<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), ApiError> {
+pub(crate) fn put<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), ApiError> {
     serde_json::to_writer(out, value).map_err(|e| ApiError::internal(&e))
 }
 
 /// Appends a key or value in the chosen format.
-fn put_embedded(
+pub(crate) fn put_embedded(
     out: &mut Vec<u8>,
     bytes: Option<&[u8]>,
     format: EmbeddedFormat,

@@ -8,6 +8,7 @@
 //!   frames in batches and flushes once per batch.
 //! - [`subscription`]: one subscription's reading task, its start
 //!   (cursor, earliest, latest) and its credit.
+//! - [`group`]: a subscription as a member of a consumer group.
 //!
 //! `docs/websocket.md` describes the protocol for clients.
 
@@ -22,6 +23,7 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::rest::extract::QueryParams;
 
+pub mod group;
 pub mod protocol;
 pub use protocol::Framing;
 pub mod session;

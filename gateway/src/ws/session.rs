@@ -208,16 +208,36 @@ impl Session {
                 let credit = subscribe.credit.unwrap_or(DEFAULT_WS_INITIAL_CREDIT);
                 let (grants, granted) = watch::channel(credit);
                 let id = subscribe.id.clone();
-                let task = Subscription::start(
-                    Arc::clone(&self.state.federation),
-                    Arc::clone(&self.state.telemetry),
-                    subscribe,
-                    granted,
-                    self.settings,
-                    self.out.clone(),
+                let (task, commits) = if subscribe.group.is_some() {
+                    let (commits, queue) = mpsc::channel(super::group::DEFAULT_WS_COMMIT_QUEUE);
+                    let task = super::group::GroupMember::start(
+                        self.state.clone(),
+                        subscribe,
+                        granted,
+                        self.settings.pause_limit,
+                        self.out.clone(),
+                        queue,
+                    );
+                    (tokio::spawn(task).abort_handle(), Some(commits))
+                } else {
+                    let task = Subscription::start(
+                        Arc::clone(&self.state.federation),
+                        Arc::clone(&self.state.telemetry),
+                        subscribe,
+                        granted,
+                        self.settings,
+                        self.out.clone(),
+                    );
+                    (tokio::spawn(task).abort_handle(), None)
+                };
+                self.subscriptions.by_id.insert(
+                    id,
+                    Handle {
+                        grants,
+                        task,
+                        commits,
+                    },
                 );
-                let task = tokio::spawn(task).abort_handle();
-                self.subscriptions.by_id.insert(id, Handle { grants, task });
             }
             ClientFrame::Credit(credit) => match self.subscriptions.by_id.get(&credit.sub) {
                 Some(handle) => handle
@@ -253,6 +273,44 @@ impl Session {
             }
             ClientFrame::Ping => {
                 send(&self.out, &ServerFrame::Pong).await;
+            }
+            ClientFrame::Commit(commit) => {
+                let queue = self
+                    .subscriptions
+                    .by_id
+                    .get(&commit.sub)
+                    .map(|h| h.commits.clone());
+                let error = match queue {
+                    Some(Some(queue)) => match queue.try_send(commit) {
+                        Ok(()) => return,
+                        Err(mpsc::error::TrySendError::Full(commit)) => (
+                            commit,
+                            ApiError::new(
+                                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                                429,
+                                "too many commits in flight on this subscription; wait for `committed`",
+                            ),
+                        ),
+                        Err(mpsc::error::TrySendError::Closed(commit)) => {
+                            let error = unknown_subscription(&commit.sub);
+                            (commit, error)
+                        }
+                    },
+                    Some(None) => {
+                        let error = ApiError::bad_request(format!(
+                            "subscription {:?} has no group; only group subscriptions commit",
+                            commit.sub
+                        ));
+                        (commit, error)
+                    }
+                    None => {
+                        let error = unknown_subscription(&commit.sub);
+                        (commit, error)
+                    }
+                };
+                let (commit, error) = error;
+                let frame = ServerFrame::error(commit.id.as_deref(), Some(&commit.sub), &error);
+                send(&self.out, &frame).await;
             }
         }
     }
@@ -342,6 +400,8 @@ struct Handle {
     /// Total credit granted so far.
     grants: watch::Sender<u64>,
     task: AbortHandle,
+    /// Where `commit` frames go, for a group subscription.
+    commits: Option<mpsc::Sender<super::protocol::CommitFrame>>,
 }
 
 /// The connection's subscriptions by id; aborted when the session ends.
