@@ -1,11 +1,15 @@
 //! Produce throughput with tracing off, at 1 % and at 100 % sampling, in
-//! one paired run: three in-process gateways (plaintext listeners, three
+//! one paired run: in-process gateways (plaintext listeners, three
 //! embedded clusters each, `fsync = "never"` so the disk does not drown
 //! the difference) are driven in turn, block by block, with the order
 //! rotating, and each block's throughput is compared with the off
 //! gateway's in the same round. Spans go over OTLP/HTTP to a local sink
 //! that reads and discards them, so export cost is counted: each block
 //! ends by flushing its gateway's export queue, inside the timed window.
+//!
+//! A fourth gateway, tracing off, receives records that already carry a
+//! `traceparent` header: the cost of the bigger records alone, to tell it
+//! from the cost of the spans.
 //!
 //! `cargo bench -p sluice --bench tracing_overhead` prints the per-block
 //! ratios (median with a distribution-free 95 % interval, quartiles) and
