@@ -1,11 +1,15 @@
 //! Produce throughput with tracing off, at 1 % and at 100 % sampling, in
-//! one paired run: three in-process gateways (plaintext listeners, three
+//! one paired run: in-process gateways (plaintext listeners, three
 //! embedded clusters each, `fsync = "never"` so the disk does not drown
 //! the difference) are driven in turn, block by block, with the order
 //! rotating, and each block's throughput is compared with the off
 //! gateway's in the same round. Spans go over OTLP/HTTP to a local sink
 //! that reads and discards them, so export cost is counted: each block
 //! ends by flushing its gateway's export queue, inside the timed window.
+//!
+//! A fourth gateway, tracing off, receives records that already carry a
+//! `traceparent` header: the cost of the bigger records alone, to tell it
+//! from the cost of the spans.
 //!
 //! `cargo bench -p sluice --bench tracing_overhead` prints the per-block
 //! ratios (median with a distribution-free 95 % interval, quartiles) and
@@ -82,7 +86,14 @@ async fn start_sink(requests: Arc<AtomicU64>, bytes: Arc<AtomicU64>) -> String {
     url
 }
 
-async fn start_arm(name: &'static str, sampling: Option<f64>, sink: &str) -> Arm {
+/// A gateway; with `sampling`, traced at that ratio with an export queue
+/// of `max_queue_spans`.
+async fn start_arm(
+    name: &'static str,
+    sampling: Option<f64>,
+    max_queue_spans: usize,
+    sink: &str,
+) -> Arm {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::default();
     config.storage.data_dir = dir.path().to_owned();
@@ -95,6 +106,8 @@ async fn start_arm(name: &'static str, sampling: Option<f64>, sink: &str) -> Arm
     if let Some(ratio) = sampling {
         config.tracing.otlp_endpoint = Some(sink.to_owned());
         config.tracing.sampling_ratio = ratio;
+        config.tracing.max_queue_spans = max_queue_spans;
+        config.tracing.max_export_batch_spans = max_queue_spans.min(512);
         config.tracing.service_name = format!("bench-{name}");
     }
     let gateway = Gateway::start(config).await.expect("gateway starts");
@@ -180,34 +193,48 @@ fn main() {
     runtime.block_on(async move {
         let (sink_requests, sink_bytes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let sink = start_sink(sink_requests.clone(), sink_bytes.clone()).await;
+        let queue = sluice_config::DEFAULT_MAX_QUEUE_SPANS;
         let arms = [
-            start_arm("off", None, &sink).await,
-            start_arm("sampled-1pct", Some(0.01), &sink).await,
-            start_arm("sampled-100pct", Some(1.0), &sink).await,
+            start_arm("off", None, queue, &sink).await,
+            start_arm("sampled-1pct", Some(0.01), queue, &sink).await,
+            start_arm("sampled-100pct", Some(1.0), queue, &sink).await,
+            // Control: tracing off, but every record already carries a
+            // 55-byte `traceparent` header, as the 100 % arm's records do
+            // once the gateway wrote it: the cost of the bigger records alone.
+            start_arm("off-records-with-traceparent", None, queue, &sink).await,
         ];
         let value = BASE64.encode(vec![b'x'; VALUE_BYTES]);
         let records: Vec<_> = (0..BATCH).map(|_| json!({ "value": value })).collect();
-        let body = Arc::new(json!({ "records": records }).to_string());
-        for arm in &arms {
-            drive(arm, &body, WARMUP_REQUESTS).await;
+        let plain = Arc::new(json!({ "records": records }).to_string());
+        let traceparent =
+            BASE64.encode("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+        let records: Vec<_> = (0..BATCH)
+            .map(|_| {
+                json!({ "value": value, "headers": [{"name": "traceparent", "value": traceparent}] })
+            })
+            .collect();
+        let with_header = Arc::new(json!({ "records": records }).to_string());
+        let bodies = [&plain, &plain, &plain, &with_header];
+        for (arm, body) in arms.iter().zip(bodies) {
+            drive(arm, body, WARMUP_REQUESTS).await;
         }
-        let mut totals = [Duration::ZERO; 3];
-        let mut ratios: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        let n = arms.len();
+        let mut totals = vec![Duration::ZERO; n];
+        let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); n];
         for round in 0..blocks {
-            let mut times = [Duration::ZERO; 3];
-            for k in 0..3 {
-                let i = (round + k) % 3;
-                times[i] = drive(&arms[i], &body, REQUESTS_PER_BLOCK).await;
+            let mut times = vec![Duration::ZERO; n];
+            for k in 0..n {
+                let i = (round + k) % n;
+                times[i] = drive(&arms[i], bodies[i], REQUESTS_PER_BLOCK).await;
             }
-            for i in 0..3 {
+            for i in 0..n {
                 totals[i] += times[i];
+                // Throughput ratio traced / off = time off / time traced.
+                ratios[i].push(times[0].as_secs_f64() / times[i].as_secs_f64());
             }
-            // Throughput ratio traced / off = time off / time traced.
-            ratios[0].push(times[0].as_secs_f64() / times[1].as_secs_f64());
-            ratios[1].push(times[0].as_secs_f64() / times[2].as_secs_f64());
         }
         let records_per_arm = (blocks * REQUESTS_PER_BLOCK * BATCH) as f64;
-        for (arm, total) in arms.iter().zip(totals) {
+        for (arm, total) in arms.iter().zip(&totals) {
             println!(
                 "{}: {:.0} records/s ({} requests of {BATCH} records, {CONCURRENCY} in flight, {blocks} blocks)",
                 arm.name,
@@ -215,8 +242,10 @@ fn main() {
                 blocks * REQUESTS_PER_BLOCK,
             );
         }
-        report("1% sampling / off", &mut ratios[0], totals[1], totals[0]);
-        report("100% sampling / off", &mut ratios[1], totals[2], totals[0]);
+        for i in 1..n {
+            let name = format!("{} / off", arms[i].name);
+            report(&name, &mut ratios[i], totals[i], totals[0]);
+        }
         for arm in &arms[1..] {
             arm.gateway.telemetry().flush().await;
         }
