@@ -205,8 +205,11 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Re
             let auth = ctx.credential(g.credential.as_deref(), &g.name, client);
             let count = share(g.count, g.connections, i);
             let schedule = match g.mode {
+                // Connections take turns: connection i is offset by i
+                // sends of the group's rate, so the group's sends are
+                // evenly spaced and exactly `rate × time` are due.
                 LoadMode::Open => Schedule::open(
-                    start,
+                    start + Duration::from_secs_f64(f64::from(i) / g.rate_per_sec),
                     g.rate_per_sec / f64::from(g.connections),
                     ramp,
                     deadline,
@@ -344,10 +347,14 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Re
                 .unwrap_or_default(),
         }
     };
-    let mut keys: Vec<(Role, String)> = entries.iter().map(|e| (e.role, e.group.clone())).collect();
-    keys.dedup();
-    let mut seen = std::collections::BTreeSet::new();
-    keys.retain(|k| seen.insert(k.clone()));
+    // Producers first, in scenario order, then subscribers.
+    let mut keys: Vec<(Role, String)> = Vec::new();
+    for e in &entries {
+        if !keys.contains(&(e.role, e.group.clone())) {
+            keys.push((e.role, e.group.clone()));
+        }
+    }
+    keys.sort_by_key(|k| k.0);
     for (role, name) in &keys {
         let members: Vec<_> = entries
             .iter()
