@@ -19,8 +19,12 @@
 //!   subscribe, idle connections, and the place for the Confluent v2
 //!   consumer workload.
 //! - [`runner`]: runs a scenario end to end; [`report`]: text, JSON, HTML.
+//! - `kafka` (feature `kafka`): the same load through Sluice and straight
+//!   to a tansu broker with librdkafka, and the ratio.
 
 pub mod http;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod net;
 pub mod pacing;
 pub mod payload;

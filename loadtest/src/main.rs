@@ -9,7 +9,11 @@ use sluice_loadtest::net::TlsOptions;
 use sluice_loadtest::{run, RunOptions, Scenario};
 
 #[derive(Parser)]
-#[command(name = "sluice-loadtest", version, about = "Load generator for Sluice and Confluent-compatible REST proxies")]
+#[command(
+    name = "sluice-loadtest",
+    version,
+    about = "Load generator for Sluice and Confluent-compatible REST proxies"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -146,7 +150,11 @@ fn main() -> anyhow::Result<()> {
             entries.sort();
             for path in entries {
                 let s = Scenario::load(&path, &[])?;
-                println!("{:24} {}", s.name, s.goal.split_whitespace().collect::<Vec<_>>().join(" "));
+                println!(
+                    "{:24} {}",
+                    s.name,
+                    s.goal.split_whitespace().collect::<Vec<_>>().join(" ")
+                );
             }
             Ok(())
         }
@@ -168,6 +176,8 @@ fn main() -> anyhow::Result<()> {
             concurrency,
         )),
         #[cfg(feature = "kafka")]
-        Command::KafkaCompare(args) => runtime(None)?.block_on(sluice_loadtest::kafka::compare(args)),
+        Command::KafkaCompare(args) => {
+            runtime(None)?.block_on(sluice_loadtest::kafka::compare(args))
+        }
     }
 }

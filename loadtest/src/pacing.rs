@@ -69,7 +69,7 @@ impl Schedule {
     /// or `None` once the count is used up, or the request or the present
     /// is past the deadline (a sender that fell behind does not run over).
     /// Does not wait.
-    pub fn next(&mut self) -> Option<Instant> {
+    pub fn next_send(&mut self) -> Option<Instant> {
         if self.sent >= self.count || Instant::now() >= self.deadline {
             return None;
         }
@@ -85,8 +85,8 @@ impl Schedule {
         Some(at)
     }
 
-    /// The next request's time without taking it (see [`Schedule::next`]).
-    pub fn peek(&self) -> Option<Instant> {
+    /// The next request's time without taking it (see [`Schedule::next_send`]).
+    pub fn peek_send(&self) -> Option<Instant> {
         if self.sent >= self.count || Instant::now() >= self.deadline {
             return None;
         }
@@ -180,12 +180,12 @@ mod tests {
             u64::MAX,
         );
         let mut n = 0;
-        while s.next().is_some() {
+        while s.next_send().is_some() {
             n += 1;
         }
         assert_eq!(n, 100);
         let mut c = Schedule::closed(start, start + Duration::from_secs(60), 7);
-        assert_eq!(std::iter::from_fn(|| c.next()).count(), 7);
+        assert_eq!(std::iter::from_fn(|| c.next_send()).count(), 7);
     }
 
     #[test]

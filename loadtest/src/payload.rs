@@ -176,6 +176,21 @@ impl Stamp {
     }
 }
 
+/// What one request (or frame) carries.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch {
+    /// WebSocket frame id (unused by REST).
+    pub id: u64,
+    /// Producer id in the stamps.
+    pub producer: u32,
+    /// Sequence number of the first record.
+    pub first_seq: u64,
+    /// Records.
+    pub records: u32,
+    /// Intended send time, µs since the Unix epoch.
+    pub sent_us: u64,
+}
+
 /// Builds request bodies (REST) or produce frames (WebSocket) for one group.
 #[derive(Debug, Clone)]
 pub struct BodyBuilder {
@@ -229,18 +244,15 @@ impl BodyBuilder {
         }
     }
 
-    /// Writes a body of `n` records stamped `producer`, `first_seq..`, `sent_us`
-    /// into `out` (cleared first). `id` is the WebSocket frame id.
-    pub fn build(
-        &mut self,
-        out: &mut String,
-        rng: &mut Rng,
-        id: u64,
-        producer: u32,
-        first_seq: u64,
-        n: u32,
-        sent_us: u64,
-    ) {
+    /// Writes the body of `batch` into `out` (cleared first).
+    pub fn build(&mut self, out: &mut String, rng: &mut Rng, batch: Batch) {
+        let Batch {
+            id,
+            producer,
+            first_seq,
+            records: n,
+            sent_us,
+        } = batch;
         out.clear();
         match self.protocol {
             ProduceProtocol::Ws => {
@@ -263,7 +275,10 @@ impl BodyBuilder {
             };
             self.value.clear();
             stamp.write_value(self.record_bytes, &mut self.value);
-            let key = self.picker.pick(rng).map(|k| self.keys[k as usize].as_str());
+            let key = self
+                .picker
+                .pick(rng)
+                .map(|k| self.keys[k as usize].as_str());
             match self.protocol {
                 ProduceProtocol::RestV2Binary | ProduceProtocol::Ws => {
                     out.push('{');
@@ -348,12 +363,32 @@ mod tests {
             ProduceProtocol::Ws,
         ] {
             let mut b = BodyBuilder::new(protocol, 60, &keys, "t", Some("1"));
-            b.build(&mut out, &mut rng, 9, 1, 10, 3, 5);
+            b.build(
+                &mut out,
+                &mut rng,
+                Batch {
+                    id: 9,
+                    producer: 1,
+                    first_seq: 10,
+                    records: 3,
+                    sent_us: 5,
+                },
+            );
             let v: serde_json::Value = serde_json::from_str(&out).unwrap();
             assert_eq!(v["records"].as_array().unwrap().len(), 3, "{out}");
         }
         let mut b = BodyBuilder::new(ProduceProtocol::RestV3, 60, &keys, "t", None);
-        b.build(&mut out, &mut rng, 0, 1, 10, 1, 5);
+        b.build(
+            &mut out,
+            &mut rng,
+            Batch {
+                id: 0,
+                producer: 1,
+                first_seq: 10,
+                records: 1,
+                sent_us: 5,
+            },
+        );
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         let value = v["value"]["data"].as_str().unwrap();
         assert_eq!(Stamp::parse(value.as_bytes()).unwrap().seq, 10);

@@ -161,7 +161,8 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Re
     }
     drop(ready_tx);
     let mut subscribe_failures = Vec::new();
-    let ready_deadline = Instant::now() + crate::workload::SUBSCRIBE_TIMEOUT + Duration::from_secs(5);
+    let ready_deadline =
+        Instant::now() + crate::workload::SUBSCRIBE_TIMEOUT + Duration::from_secs(5);
     for _ in 0..total_subscribers {
         match tokio::time::timeout_at(ready_deadline, ready_rx.recv()).await {
             Ok(Some(Ok(()))) => {}
@@ -301,7 +302,9 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Re
     let elapsed_secs = if scenario.producers.is_empty() {
         0.0
     } else {
-        producers_done.saturating_duration_since(start).as_secs_f64()
+        producers_done
+            .saturating_duration_since(start)
+            .as_secs_f64()
     };
 
     // The report.
@@ -444,9 +447,8 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Re
         .iter()
         .map(|t| {
             let measured = measure(&report, t.group.as_deref(), &t.metric);
-            let met = measured.map(|m| {
-                t.min.is_none_or(|min| m >= min) && t.max.is_none_or(|max| m <= max)
-            });
+            let met = measured
+                .map(|m| t.min.is_none_or(|min| m >= min) && t.max.is_none_or(|max| m <= max));
             TargetResult {
                 figure: t.figure.clone(),
                 metric: t.metric.clone(),
@@ -494,7 +496,12 @@ async fn cluster_id(target: &Target) -> String {
     };
     let accept = [(ACCEPT, HeaderValue::from_static("application/json"))];
     let Ok(answer) = conn
-        .request(Method::GET, &target.path("/v3/clusters"), &accept, Bytes::new())
+        .request(
+            Method::GET,
+            &target.path("/v3/clusters"),
+            &accept,
+            Bytes::new(),
+        )
         .await
     else {
         return fallback;
@@ -571,7 +578,13 @@ async fn run_idle(
     };
     let hold = Duration::from_millis(idle.hold_ms);
     if processes == 1 {
-        let set = IdleSet::open(target, idle.connections, idle.websocket, idle.open_concurrency).await;
+        let set = IdleSet::open(
+            target,
+            idle.connections,
+            idle.websocket,
+            idle.open_concurrency,
+        )
+        .await;
         report.open_secs = started.elapsed().as_secs_f64();
         report.opened = set.opened;
         report.failed = set.failed;
@@ -638,7 +651,9 @@ async fn run_idle(
                 report.first_error.get_or_insert_with(|| e.to_owned());
             }
         } else {
-            report.first_error.get_or_insert_with(|| "an idle worker did not report".to_owned());
+            report
+                .first_error
+                .get_or_insert_with(|| "an idle worker did not report".to_owned());
         }
     }
     report.open_secs = started.elapsed().as_secs_f64();

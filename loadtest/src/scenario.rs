@@ -337,7 +337,10 @@ impl Scenario {
                 bail!("producers {}: an open loop needs rate_per_sec > 0", p.name);
             }
             if p.protocol == ProduceProtocol::RestV3 && p.batch != 1 {
-                bail!("producers {}: v3 produce carries one record per request (batch = 1)", p.name);
+                bail!(
+                    "producers {}: v3 produce carries one record per request (batch = 1)",
+                    p.name
+                );
             }
             if let Some(acks) = &p.acks {
                 if !matches!(acks.as_str(), "0" | "1" | "all" | "-1") {
@@ -347,7 +350,10 @@ impl Scenario {
         }
         for s in &self.subscribers {
             if s.connections == 0 || s.clients == 0 {
-                bail!("subscribers {}: connections and clients must be at least 1", s.name);
+                bail!(
+                    "subscribers {}: connections and clients must be at least 1",
+                    s.name
+                );
             }
         }
         if self.run.duration_ms == 0 && self.producers.iter().any(|p| p.count == 0) {

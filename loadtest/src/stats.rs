@@ -201,6 +201,9 @@ pub struct Tick {
     pub p99_ms: Option<f64>,
 }
 
+/// Requests, records, errors and the interval histogram of one group.
+type GroupSample = (u64, u64, u64, Histogram<u64>);
+
 #[derive(Default)]
 struct Last {
     requests: u64,
@@ -234,8 +237,7 @@ impl Timeline {
         let now = Instant::now();
         let dt = now.duration_since(self.last_at).as_secs_f64().max(1e-3);
         self.last_at = now;
-        let mut groups: BTreeMap<(String, Role), (u64, u64, u64, Histogram<u64>)> =
-            BTreeMap::new();
+        let mut groups: BTreeMap<(String, Role), GroupSample> = BTreeMap::new();
         for entry in self.registry.entries() {
             let mut stats = lock(&entry.handle);
             let slot = groups

@@ -77,7 +77,9 @@ impl AckLog {
             bits.set(seq);
             s.count += 1;
             match offset {
-                Some(offset) => s.hash = s.hash.wrapping_add(mix(*partition, *offset, producer, seq)),
+                Some(offset) => {
+                    s.hash = s.hash.wrapping_add(mix(*partition, *offset, producer, seq))
+                }
                 None => s.unplaced += 1,
             }
         }
@@ -137,16 +139,15 @@ impl AckLog {
                 }
             }
             // With nothing unexpected and every ack placed, the hashes must match.
-            let mismatch =
-                lost == 0 && unexpected == 0 && s.unplaced == 0 && d.hash != s.hash;
+            let mismatch = lost == 0 && unexpected == 0 && s.unplaced == 0 && d.hash != s.hash;
             if lost == 0 && d.duplicates == 0 && d.out_of_order == 0 && !mismatch {
                 report.subscribers_complete += 1;
             }
             if report.problems.len() < 10 {
                 if lost > 0 {
-                    report
-                        .problems
-                        .push(format!("subscriber {index}: {lost} acknowledged records not delivered"));
+                    report.problems.push(format!(
+                        "subscriber {index}: {lost} acknowledged records not delivered"
+                    ));
                 }
                 if d.duplicates > 0 {
                     report
@@ -154,7 +155,9 @@ impl AckLog {
                         .push(format!("subscriber {index}: {} duplicates", d.duplicates));
                 }
                 if let Some(example) = &d.first_disorder {
-                    report.problems.push(format!("subscriber {index}: {example}"));
+                    report
+                        .problems
+                        .push(format!("subscriber {index}: {example}"));
                 }
                 if mismatch {
                     report.problems.push(format!(
@@ -171,7 +174,9 @@ impl AckLog {
         }
         // Unexpected records are fine only when some sends had no answer
         // (they may have been written).
-        let unexplained = report.unexpected.saturating_sub(report.uncertain * report.subscribers);
+        let unexplained = report
+            .unexpected
+            .saturating_sub(report.uncertain * report.subscribers);
         report.ok = report.lost == 0
             && report.duplicates == 0
             && report.out_of_order == 0

@@ -116,7 +116,10 @@ credit = 50
     assert_eq!(v.subscribers_complete, 3);
     assert_eq!((v.lost, v.duplicates, v.out_of_order), (0, 0, 0));
     let subs = group(&report, "subs");
-    assert_eq!(subs.summary.records, 1800, "every subscriber got every record");
+    assert_eq!(
+        subs.summary.records, 1800,
+        "every subscriber got every record"
+    );
     assert!(subs.summary.e2e_ms.is_some(), "end-to-end latency measured");
     assert_eq!(group(&report, "ws").summary.records, 600);
     gw.stop().await;
@@ -226,13 +229,19 @@ connections = 2
         assert!(html.contains(&format!("<svg id=\"{id}\"")), "plot {id}");
     }
     assert!(html.contains("<polyline"), "the plots have data");
-    assert!(!html.contains("<script src") && !html.contains("http://cdn") && !html.contains("<link"), "self-contained");
+    assert!(
+        !html.contains("<script src") && !html.contains("http://cdn") && !html.contains("<link"),
+        "self-contained"
+    );
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
             .unwrap();
     assert!(json["groups"][0]["summary"]["requests"].as_u64().unwrap() > 0);
     assert!(!json["timeline"].as_array().unwrap().is_empty());
-    assert!(!json["latency_curves"][0]["points"].as_array().unwrap().is_empty());
+    assert!(!json["latency_curves"][0]["points"]
+        .as_array()
+        .unwrap()
+        .is_empty());
     assert!(std::fs::read_to_string(dir.path().join("report.txt"))
         .unwrap()
         .contains("producer p"));
@@ -317,8 +326,16 @@ count = 10
 "#,
         )
         .await;
-    let principals: Vec<&str> = report.clients.iter().map(|c| c.principal.as_str()).collect();
-    for p in ["Bearer lt-noisy-0", "Bearer lt-noisy-1", "Bearer lt-polite-0"] {
+    let principals: Vec<&str> = report
+        .clients
+        .iter()
+        .map(|c| c.principal.as_str())
+        .collect();
+    for p in [
+        "Bearer lt-noisy-0",
+        "Bearer lt-noisy-1",
+        "Bearer lt-polite-0",
+    ] {
         assert!(principals.contains(&p), "{principals:?}");
     }
     let noisy: u64 = report
@@ -328,7 +345,10 @@ count = 10
         .map(|c| c.summary.requests)
         .sum();
     assert_eq!(noisy, 40);
-    assert!(report.clients.iter().all(|c| c.summary.latency_ms.is_some()));
+    assert!(report
+        .clients
+        .iter()
+        .all(|c| c.summary.latency_ms.is_some()));
     gw.stop().await;
 }
 
@@ -352,6 +372,9 @@ hold_ms = 100
     assert_eq!(idle.opened, 60, "{}", report.to_text());
     assert_eq!(idle.failed, 0);
     assert!(idle.server_rss_open_kib.is_some(), "RSS read from /proc");
-    assert!(idle.server_fds_open.unwrap() >= 60, "the gateway holds a socket each");
+    assert!(
+        idle.server_fds_open.unwrap() >= 60,
+        "the gateway holds a socket each"
+    );
     gw.stop().await;
 }

@@ -9,7 +9,9 @@ use crate::stats::{error_total, Role};
 const WIDTH: f64 = 720.0;
 const HEIGHT: f64 = 280.0;
 const MARGIN: f64 = 56.0;
-const COLOURS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"];
+const COLOURS: [&str; 6] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf",
+];
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -219,7 +221,11 @@ pub fn render(r: &Report) -> String {
         .map(|(g, role)| Series {
             name: format!(
                 "{g} ({})",
-                if *role == Role::Producer { "records acked/s" } else { "deliveries/s" }
+                if *role == Role::Producer {
+                    "records acked/s"
+                } else {
+                    "deliveries/s"
+                }
             ),
             points: r
                 .timeline

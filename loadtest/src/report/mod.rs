@@ -220,7 +220,16 @@ impl Report {
                         if s.missed > 0 { format!(", {} due sends not made", s.missed) } else { String::new() },
                     );
                     if let Some(p) = &s.latency_ms {
-                        let _ = writeln!(out, "  latency ms{}: {}", if g.mode == "open" { " (from intended send time)" } else { "" }, percentiles(p));
+                        let _ = writeln!(
+                            out,
+                            "  latency ms{}: {}",
+                            if g.mode == "open" {
+                                " (from intended send time)"
+                            } else {
+                                ""
+                            },
+                            percentiles(p)
+                        );
                     }
                 }
                 Role::Subscriber => {
@@ -333,10 +342,7 @@ impl Report {
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         std::fs::write(dir.join("report.txt"), self.to_text())?;
-        std::fs::write(
-            dir.join("report.json"),
-            serde_json::to_string_pretty(self)?,
-        )?;
+        std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(self)?)?;
         std::fs::write(dir.join("report.html"), html::render(self))?;
         Ok(())
     }

@@ -112,7 +112,9 @@ impl ConsumerV2Subscriber {
         let mut buf = [0u8; 48];
         let mut first = true;
         loop {
-            let answer = conn.request(Method::GET, &poll, &accept, Bytes::new()).await?;
+            let answer = conn
+                .request(Method::GET, &poll, &accept, Bytes::new())
+                .await?;
             if answer.status.is_success() {
                 let records: Vec<Record> = serde_json::from_slice(&answer.body)?;
                 for r in records {

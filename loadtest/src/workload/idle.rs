@@ -13,7 +13,7 @@ use super::ws::{connect, IDLE_READ_BUFFER};
 use crate::net::Target;
 
 enum Held {
-    Ws(super::ws::Ws),
+    Ws(Box<super::ws::Ws>),
     Raw(crate::net::Stream),
 }
 
@@ -50,7 +50,9 @@ impl IdleSet {
             tasks.spawn(async move {
                 let permit = permits.acquire_owned().await;
                 let result = if websocket {
-                    connect(&target, None, IDLE_READ_BUFFER).await.map(Held::Ws)
+                    connect(&target, None, IDLE_READ_BUFFER)
+                        .await
+                        .map(|ws| Held::Ws(Box::new(ws)))
                 } else {
                     target.connect().await.map(Held::Raw).map_err(Into::into)
                 };

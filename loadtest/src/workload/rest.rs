@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::{Ctx, RECONNECT_PAUSE};
 use crate::http::{error_label, HttpConn};
 use crate::pacing::Schedule;
-use crate::payload::{BodyBuilder, KeyDistribution, Rng};
+use crate::payload::{Batch, BodyBuilder, KeyDistribution, Rng};
 use crate::scenario::{ProduceProtocol, ProducerGroup};
 use crate::stats::{lock, StatsHandle};
 
@@ -60,9 +60,14 @@ impl RestProducer {
     pub async fn run(mut self) {
         let g = &self.group;
         let keys = KeyDistribution::parse(&g.keys).unwrap_or(KeyDistribution::None);
-        let mut builder = BodyBuilder::new(g.protocol, g.record_bytes, &keys, &self.ctx.topic, None);
+        let mut builder =
+            BodyBuilder::new(g.protocol, g.record_bytes, &keys, &self.ctx.topic, None);
         let mut rng = Rng::new(self.ctx.seed, u64::from(self.producer));
-        let acks = g.acks.as_deref().map(|a| format!("?acks={a}")).unwrap_or_default();
+        let acks = g
+            .acks
+            .as_deref()
+            .map(|a| format!("?acks={a}"))
+            .unwrap_or_default();
         let topic = &self.ctx.topic;
         let path = match g.protocol {
             ProduceProtocol::RestV3 => self.ctx.target.path(&format!(
@@ -88,7 +93,7 @@ impl RestProducer {
         let mut conn: Option<HttpConn> = None;
         let mut seq = 0u64;
         let mut id = 0u64;
-        while let Some(at) = self.schedule.next() {
+        while let Some(at) = self.schedule.next_send() {
             if self.schedule.is_open() {
                 tokio::time::sleep_until(at).await;
             }
@@ -104,13 +109,32 @@ impl RestProducer {
             }
             let Some(c) = conn.as_mut() else { continue };
             let sent_us = self.wall_start_us + at.duration_since(self.start).as_micros() as u64;
-            builder.build(&mut body, &mut rng, id, self.producer, seq, g.batch, sent_us);
+            builder.build(
+                &mut body,
+                &mut rng,
+                Batch {
+                    id,
+                    producer: self.producer,
+                    first_seq: seq,
+                    records: g.batch,
+                    sent_us,
+                },
+            );
             id += 1;
-            let since = if self.schedule.is_open() { at } else { Instant::now() };
+            let since = if self.schedule.is_open() {
+                at
+            } else {
+                Instant::now()
+            };
             lock(&self.stats).requests += 1;
             let n = u64::from(g.batch);
             let answer = c
-                .request(Method::POST, &path, &headers, Bytes::copy_from_slice(body.as_bytes()))
+                .request(
+                    Method::POST,
+                    &path,
+                    &headers,
+                    Bytes::copy_from_slice(body.as_bytes()),
+                )
                 .await;
             let now = Instant::now();
             match answer {

@@ -8,7 +8,6 @@ use http_body_util::BodyExt;
 use hyper::header::{HeaderName, HeaderValue, ACCEPT};
 use serde::Deserialize;
 
-
 use super::{b64_len, decode_stamp_prefix, Ctx, Receiver};
 use crate::http::HttpConn;
 use crate::scenario::SubscriberGroup;
@@ -53,30 +52,28 @@ impl SseSubscriber {
             .target
             .path(&format!("/topics/{}/events?from=latest", self.ctx.topic));
         let headers = [(ACCEPT, HeaderValue::from_static("text/event-stream"))];
-        let response = match tokio::time::timeout(
-            super::SUBSCRIBE_TIMEOUT,
-            conn.open_stream(&path, &headers),
-        )
-        .await
-        {
-            Ok(Ok(r)) if r.status().is_success() => r,
-            Ok(Ok(r)) => {
-                receiver.error(&format!("http {}", r.status().as_u16()));
-                let _ = ready
-                    .send(Err(format!("SSE answered {}", r.status())))
-                    .await;
-                return receiver.delivery;
-            }
-            Ok(Err(e)) => {
-                receiver.error("connection lost");
-                let _ = ready.send(Err(format!("SSE request: {e}"))).await;
-                return receiver.delivery;
-            }
-            Err(_) => {
-                let _ = ready.send(Err("SSE not open in time".into())).await;
-                return receiver.delivery;
-            }
-        };
+        let response =
+            match tokio::time::timeout(super::SUBSCRIBE_TIMEOUT, conn.open_stream(&path, &headers))
+                .await
+            {
+                Ok(Ok(r)) if r.status().is_success() => r,
+                Ok(Ok(r)) => {
+                    receiver.error(&format!("http {}", r.status().as_u16()));
+                    let _ = ready
+                        .send(Err(format!("SSE answered {}", r.status())))
+                        .await;
+                    return receiver.delivery;
+                }
+                Ok(Err(e)) => {
+                    receiver.error("connection lost");
+                    let _ = ready.send(Err(format!("SSE request: {e}"))).await;
+                    return receiver.delivery;
+                }
+                Err(_) => {
+                    let _ = ready.send(Err("SSE not open in time".into())).await;
+                    return receiver.delivery;
+                }
+            };
         let _ = ready.send(Ok(())).await;
         let mut body = response.into_body();
         let mut pending: Vec<u8> = Vec::with_capacity(64 * 1024);
@@ -96,7 +93,9 @@ impl SseSubscriber {
                 }
                 Ok(Some(Ok(frame))) => frame,
             };
-            let Ok(data) = frame.into_data() else { continue };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
             pending.extend_from_slice(&data);
             // Complete events end with a blank line.
             let mut consumed = 0;

@@ -21,10 +21,10 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::{decode_stamp_prefix, b64_len, Ctx, Receiver};
+use super::{b64_len, decode_stamp_prefix, Ctx, Receiver};
 use crate::net::{Stream, Target};
 use crate::pacing::Schedule;
-use crate::payload::{BodyBuilder, KeyDistribution, Rng};
+use crate::payload::{Batch, BodyBuilder, KeyDistribution, Rng};
 use crate::scenario::{ProducerGroup, SubscriberGroup};
 use crate::stats::{lock, StatsHandle};
 
@@ -48,11 +48,7 @@ pub async fn connect(
 ) -> anyhow::Result<Ws> {
     let stream = target.connect().await?;
     let scheme = if target.is_tls() { "wss" } else { "ws" };
-    let url = format!(
-        "{scheme}://{}{}",
-        target.authority(),
-        target.path("/v1/ws")
-    );
+    let url = format!("{scheme}://{}{}", target.authority(), target.path("/v1/ws"));
     let mut request = url.into_client_request()?;
     if let Some((name, value)) = auth {
         request.headers_mut().insert(name.clone(), value.clone());
@@ -60,7 +56,8 @@ pub async fn connect(
     let config = WebSocketConfig::default()
         .read_buffer_size(read_buffer)
         .write_buffer_size(read_buffer.min(128 * 1024));
-    let (ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
+    let (ws, _) =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
     Ok(ws)
 }
 
@@ -125,7 +122,7 @@ impl WsProducer {
                 Ok(ws) => break ws,
                 Err(_) => {
                     lock(&self.stats).error("connect");
-                    if self.schedule.peek().is_none() {
+                    if self.schedule.peek_send().is_none() {
                         return;
                     }
                     tokio::time::sleep(super::RECONNECT_PAUSE).await;
@@ -157,12 +154,16 @@ impl WsProducer {
                         lock(&stats).error("bad frame");
                         continue;
                     };
-                    let entry = frame.id.as_deref().and_then(|id| id.parse::<u64>().ok()).and_then(|id| {
-                        pending
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .remove(&id)
-                    });
+                    let entry = frame
+                        .id
+                        .as_deref()
+                        .and_then(|id| id.parse::<u64>().ok())
+                        .and_then(|id| {
+                            pending
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .remove(&id)
+                        });
                     let Some(p) = entry else { continue };
                     permits.add_permits(1);
                     match frame.kind.as_ref() {
@@ -203,9 +204,11 @@ impl WsProducer {
         let (mut seq, mut id) = (0u64, 0u64);
         'send: loop {
             // Wait for room in the window, then for the next send's time.
-            let Ok(permit) = permits.acquire().await else { break };
+            let Ok(permit) = permits.acquire().await else {
+                break;
+            };
             permit.forget();
-            let Some(at) = self.schedule.next() else {
+            let Some(at) = self.schedule.next_send() else {
                 permits.add_permits(1);
                 break;
             };
@@ -216,8 +219,22 @@ impl WsProducer {
             let mut fed = 0;
             while let Some(at) = due {
                 let sent_us = self.wall_start_us + at.duration_since(self.start).as_micros() as u64;
-                builder.build(&mut body, &mut rng, id, self.producer, seq, g.batch, sent_us);
-                let since = if self.schedule.is_open() { at } else { Instant::now() };
+                builder.build(
+                    &mut body,
+                    &mut rng,
+                    Batch {
+                        id,
+                        producer: self.producer,
+                        first_seq: seq,
+                        records: g.batch,
+                        sent_us,
+                    },
+                );
+                let since = if self.schedule.is_open() {
+                    at
+                } else {
+                    Instant::now()
+                };
                 pending
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
@@ -240,11 +257,11 @@ impl WsProducer {
                 // More frames now if the window has room and they are due.
                 due = None;
                 if fed < MAX_FEED {
-                    if let Some(next) = self.schedule.peek() {
+                    if let Some(next) = self.schedule.peek_send() {
                         if next <= Instant::now() {
                             if let Ok(permit) = permits.try_acquire() {
                                 permit.forget();
-                                due = self.schedule.next();
+                                due = self.schedule.next_send();
                                 if due.is_none() {
                                     permits.add_permits(1);
                                 }
@@ -325,7 +342,11 @@ impl WsSubscriber {
             "type": "subscribe", "id": "s", "topic": self.ctx.topic,
             "from": "latest", "credit": credit,
         });
-        if sink.send(Message::text(subscribe.to_string())).await.is_err() {
+        if sink
+            .send(Message::text(subscribe.to_string()))
+            .await
+            .is_err()
+        {
             let _ = ready.send(Err("subscribe not sent".into())).await;
             return receiver.delivery;
         }
@@ -345,18 +366,21 @@ impl WsSubscriber {
                 let _ = ready.send(Err("not subscribed in time".into())).await;
                 break;
             }
-            let message = match tokio::time::timeout(Duration::from_millis(200), stream.next()).await {
-                Err(_) => continue,
-                Ok(None) | Ok(Some(Err(_))) => {
-                    receiver.error("connection lost");
-                    if !subscribed {
-                        let _ = ready.send(Err("connection lost".into())).await;
+            let message =
+                match tokio::time::timeout(Duration::from_millis(200), stream.next()).await {
+                    Err(_) => continue,
+                    Ok(None) | Ok(Some(Err(_))) => {
+                        receiver.error("connection lost");
+                        if !subscribed {
+                            let _ = ready.send(Err("connection lost".into())).await;
+                        }
+                        break;
                     }
-                    break;
-                }
-                Ok(Some(Ok(message))) => message,
+                    Ok(Some(Ok(message))) => message,
+                };
+            let Message::Text(text) = message else {
+                continue;
             };
-            let Message::Text(text) = message else { continue };
             let Ok(frame) = serde_json::from_str::<Frame>(text.as_str()) else {
                 receiver.error("bad frame");
                 continue;
@@ -373,7 +397,8 @@ impl WsSubscriber {
                     );
                     used += 1;
                     if used >= credit / 2 {
-                        let grant = format!("{{\"type\":\"credit\",\"sub\":\"s\",\"records\":{used}}}");
+                        let grant =
+                            format!("{{\"type\":\"credit\",\"sub\":\"s\",\"records\":{used}}}");
                         used = 0;
                         if sink.send(Message::text(grant)).await.is_err() {
                             receiver.error("connection lost");
