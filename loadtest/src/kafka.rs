@@ -123,7 +123,10 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         worker_exe: None,
     };
-    eprintln!("kafka-compare: through Sluice at {url} to tansu at {}", bed.bootstrap(0));
+    eprintln!(
+        "kafka-compare: through Sluice at {url} to tansu at {}",
+        bed.bootstrap(0)
+    );
     let report = run(&scenario, &options).await?;
     let through = report
         .groups
@@ -194,7 +197,10 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
     };
     if let Some(out) = &args.out {
         comparison.sluice.write(out)?;
-        std::fs::write(out.join("compare.json"), serde_json::to_string_pretty(&comparison)?)?;
+        std::fs::write(
+            out.join("compare.json"),
+            serde_json::to_string_pretty(&comparison)?,
+        )?;
     }
     print!("{}", comparison.sluice.to_text());
     println!(

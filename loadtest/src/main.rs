@@ -68,6 +68,11 @@ enum Command {
         #[arg(default_value = "loadtest/scenarios")]
         dir: PathBuf,
     },
+    /// Prints a Markdown table of `LABEL=DIR/report.json` (or `DIR`) reports.
+    Summarize {
+        /// `label=path` pairs; a bare path is labelled by its folder.
+        reports: Vec<String>,
+    },
     /// Child process of an idle-connection scenario (started by `run`).
     #[command(hide = true)]
     IdleWorker {
@@ -156,6 +161,31 @@ fn main() -> anyhow::Result<()> {
                     s.goal.split_whitespace().collect::<Vec<_>>().join(" ")
                 );
             }
+            Ok(())
+        }
+        Command::Summarize { reports } => {
+            let mut loaded = Vec::new();
+            for r in reports {
+                let (label, path) = match r.split_once('=') {
+                    Some((l, p)) => (l.to_owned(), PathBuf::from(p)),
+                    None => {
+                        let p = PathBuf::from(&r);
+                        let label = p
+                            .file_name()
+                            .map_or(r.clone(), |n| n.to_string_lossy().into_owned());
+                        (label, p)
+                    }
+                };
+                let file = if path.is_dir() {
+                    path.join("report.json")
+                } else {
+                    path
+                };
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?;
+                loaded.push((label, serde_json::from_str(&text)?));
+            }
+            print!("{}", sluice_loadtest::report::markdown::summarize(&loaded));
             Ok(())
         }
         Command::IdleWorker {

@@ -4,6 +4,7 @@
 //! HTML page ([`html`]).
 
 pub mod html;
+pub mod markdown;
 
 use std::fmt::Write as _;
 use std::path::Path;
