@@ -29,8 +29,9 @@ use crate::payload::{now_us, Stamp};
 use crate::stats::StatsHandle;
 use crate::verify::{AckLog, Delivery};
 
-/// After the producers stop, a subscriber that got nothing for this long is done.
-pub const DRAIN_IDLE: Duration = Duration::from_millis(1_000);
+/// After the producers stop, a subscriber that got nothing for this long is
+/// done (without verification).
+pub const DRAIN_IDLE: Duration = Duration::from_millis(2_000);
 /// How long a connection attempt that fails waits before the next.
 pub const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 /// How long a subscriber may take to be subscribed.
@@ -94,9 +95,12 @@ impl Ctx {
             Phase::Running => false,
             Phase::Draining { until } => {
                 let now = Instant::now();
+                // When verifying, a quiet spell is not the end: a starved
+                // subscriber may still be behind; only the count or the
+                // drain limit ends it.
                 now >= until
                     || delivered >= self.acked_records.load(Ordering::Relaxed)
-                    || now.duration_since(last_record) >= DRAIN_IDLE
+                    || (self.acks.is_none() && now.duration_since(last_record) >= DRAIN_IDLE)
             }
         }
     }

@@ -164,7 +164,13 @@ impl WsProducer {
                                 .unwrap_or_else(PoisonError::into_inner)
                                 .remove(&id)
                         });
-                    let Some(p) = entry else { continue };
+                    let Some(p) = entry else {
+                        if frame.kind == "error" {
+                            let kind = format!("ws {}", frame.error_code.unwrap_or(0));
+                            lock(&stats).error(&kind);
+                        }
+                        continue;
+                    };
                     permits.add_permits(1);
                     match frame.kind.as_ref() {
                         "ack" => {
