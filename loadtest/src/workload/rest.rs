@@ -94,7 +94,9 @@ impl RestProducer {
         let mut seq = 0u64;
         let mut id = 0u64;
         while let Some(at) = self.schedule.next_send() {
-            if self.schedule.is_open() {
+            // A sender that is behind goes at once: a timer for a past
+            // instant may still wait for the runtime's next timer turn.
+            if self.schedule.is_open() && at > Instant::now() {
                 tokio::time::sleep_until(at).await;
             }
             if conn.as_ref().is_none_or(|c| !c.is_open()) {

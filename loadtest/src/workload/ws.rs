@@ -218,7 +218,9 @@ impl WsProducer {
                 permits.add_permits(1);
                 break;
             };
-            if self.schedule.is_open() {
+            // A sender that is behind goes at once: a timer for a past
+            // instant may still wait for the runtime's next timer turn.
+            if self.schedule.is_open() && at > Instant::now() {
                 tokio::time::sleep_until(at).await;
             }
             let mut due = Some(at);
