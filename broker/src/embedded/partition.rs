@@ -451,7 +451,7 @@ impl PartitionLog {
     pub fn request_sync(self: &Arc<Self>) {
         if self
             .syncing
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
             .is_err()
         {
             return;
@@ -823,8 +823,19 @@ impl SyncTask {
 
 impl Drop for SyncTask {
     fn drop(&mut self) {
-        self.0.syncing.store(false, Ordering::Release);
-        self.0.sync_watch.send_replace(self.0.synced_offset());
+        let log = &self.0;
+        log.syncing.store(false, Ordering::SeqCst);
+        log.sync_watch.send_replace(log.synced_offset());
+        // An append whose request came while this round ran, after the
+        // round took its target, found the flag set and left the fsync to
+        // this round. A waiting producer asks again when woken; one whose
+        // future was dropped cannot, so its records would stay unsynced
+        // until the next produce. Ask for them here (not after a failed
+        // fsync: the log is then read-only and asking would loop).
+        let behind = lock(&log.state).next_offset > log.synced_offset();
+        if behind && !log.deleted.load(Ordering::Acquire) && log.check_failed().is_ok() {
+            log.request_sync();
+        }
     }
 }
 
