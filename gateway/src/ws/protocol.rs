@@ -328,6 +328,11 @@ impl ClientFrame {
 
     /// Reads one text frame.
     pub fn parse(text: &str) -> Result<Self, FrameError> {
+        // Most frames are valid: read them without tracking paths, and
+        // read again with tracking only to explain a failure.
+        if let Ok(frame) = serde_json::from_str(text) {
+            return Ok(frame);
+        }
         let mut deserializer = serde_json::Deserializer::from_str(text);
         let cause = match serde_path_to_error::deserialize::<_, Self>(&mut deserializer) {
             Ok(frame) => match deserializer.end() {
