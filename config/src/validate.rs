@@ -105,6 +105,10 @@ pub(crate) fn validate(config: &Config, file: &Path) -> Result<(), ConfigError> 
         ));
     }
 
+    if let Some(auth) = &config.auth {
+        crate::auth::validate(auth, file)?;
+    }
+
     let f = &config.federation;
     if f.health_check_interval_ms == 0 {
         return Err(invalid(

@@ -11,6 +11,8 @@
 //!   subscriptions with credit and cursor resume).
 //! - [`admin`]: the admin listener's router (health, readiness, federation
 //!   admin API); [`admin_client`]: the client `sluice federation` uses.
+//! - [`auth`]: identity (API keys, JWTs, client certificates), ACLs and
+//!   quotas, in front of both listeners and inside WebSocket sessions.
 //! - [`tls`]: server certificates, loaded from config or generated.
 //! - [`server`]: binding, the accept loop with its connection cap, TLS and
 //!   HTTP/1.1 + HTTP/2 serving, and graceful drain.
@@ -18,6 +20,7 @@
 pub mod admin;
 pub mod admin_client;
 pub mod app;
+pub mod auth;
 pub mod error;
 pub mod rest;
 pub mod server;

@@ -15,10 +15,13 @@ use std::time::Duration;
 
 use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
 use axum::extract::State;
+use axum::Extension;
 use axum::http::StatusCode;
 use axum::response::Response;
 
 use crate::app::AppState;
+use crate::auth::ws::SessionGuard;
+use crate::auth::AuthContext;
 use crate::error::ApiError;
 use crate::rest::extract::QueryParams;
 
@@ -58,6 +61,10 @@ pub const DEFAULT_WS_BATCH_FRAMES: usize = 64;
 /// Close code for a subscriber that held no credit past the pause limit.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
 
+/// The subprotocol a client may offer (browsers offering a
+/// `sluice.bearer.<token>` one must offer this too: the answer names it).
+pub const SUBPROTOCOL: &str = "sluice.v1";
+
 /// Settings of one connection.
 #[derive(Debug, Clone, Copy)]
 pub struct SessionSettings {
@@ -70,6 +77,7 @@ pub struct SessionSettings {
 /// `GET /v1/ws[?pause_limit_ms=N]`: upgrades to a WebSocket session.
 pub async fn upgrade(
     State(state): State<AppState>,
+    auth: Option<Extension<AuthContext>>,
     query: QueryParams,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
@@ -102,5 +110,11 @@ pub async fn upgrade(
         .max_frame_size(max_bytes)
         .read_buffer_size(DEFAULT_WS_READ_BUFFER_BYTES)
         .write_buffer_size(DEFAULT_WS_WRITE_BUFFER_BYTES)
-        .on_upgrade(move |socket| session::run(socket, state, settings)))
+        // A `sluice.bearer.<token>` subprotocol carried the credential; only
+        // the real subprotocol is echoed.
+        .protocols([SUBPROTOCOL])
+        .on_upgrade(move |socket| {
+            let guard = SessionGuard::new(auth.map(|Extension(context)| context));
+            session::run(socket, state, settings, guard)
+        }))
 }

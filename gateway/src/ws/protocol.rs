@@ -14,7 +14,7 @@ use crate::rest::extract::decode_base64;
 use crate::rest::produce::{decode_headers, HeaderIn};
 
 /// The frame types a client may send, for error messages.
-const CLIENT_TYPES: &str = "produce, subscribe, credit, unsubscribe or ping";
+const CLIENT_TYPES: &str = "auth, produce, subscribe, credit, unsubscribe or ping";
 
 /// A frame from the client.
 #[derive(Debug, Deserialize)]
@@ -30,6 +30,21 @@ pub enum ClientFrame {
     Unsubscribe(UnsubscribeFrame),
     /// Answered by `pong`.
     Ping,
+    /// Credentials, for a session opened with `?auth=frame` (see `crate::auth::ws`).
+    Auth(AuthFrame),
+}
+
+/// `{"type":"auth","token":..}`: an API key or a JWT. Never printed.
+#[derive(Deserialize)]
+pub struct AuthFrame {
+    /// The credential.
+    pub token: String,
+}
+
+impl std::fmt::Debug for AuthFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuthFrame { .. }")
+    }
 }
 
 /// `{"type":"produce","id":..,"topic":..,"records":[..],"acks"?:..}`.
@@ -162,7 +177,7 @@ fn explain(text: &str, cause: &str) -> FrameError {
     let message = match envelope.kind {
         None => format!("the frame has no \"type\"; expected {CLIENT_TYPES}"),
         Some(Value::String(kind)) => match kind.as_str() {
-            "produce" | "subscribe" | "credit" | "unsubscribe" | "ping" => {
+            "auth" | "produce" | "subscribe" | "credit" | "unsubscribe" | "ping" => {
                 format!("invalid {kind} frame: {cause}")
             }
             _ => format!("unknown frame type {kind:?}; expected {CLIENT_TYPES}"),

@@ -28,6 +28,8 @@ use super::subscription::Subscription;
 use super::DEFAULT_WS_OUTBOUND_FRAMES;
 use super::{SessionSettings, DEFAULT_WS_BATCH_FRAMES, DEFAULT_WS_INITIAL_CREDIT};
 use crate::app::AppState;
+use crate::auth::quota::CountPermit;
+use crate::auth::ws::{throttle_frame, FrameAccess, SessionGuard, Verdict, CLOSE_UNAUTHENTICATED};
 use crate::error::ApiError;
 
 /// How long a closing session waits for the client's Close after sending
@@ -49,12 +51,12 @@ pub async fn send(out: &mpsc::Sender<Out>, frame: &ServerFrame<'_>) -> bool {
 }
 
 /// Serves an upgraded connection until either side closes it.
-pub async fn run(socket: WebSocket, state: AppState, settings: SessionSettings) {
-    serve(socket, state, settings).await;
+pub async fn run(socket: WebSocket, state: AppState, settings: SessionSettings, guard: SessionGuard) {
+    serve(socket, state, settings, guard).await;
 }
 
 /// [`run`] over any socket of axum's message type.
-pub async fn serve<S>(socket: S, state: AppState, settings: SessionSettings)
+pub async fn serve<S>(socket: S, state: AppState, settings: SessionSettings, guard: SessionGuard)
 where
     S: Sink<Message, Error = axum::Error>
         + Stream<Item = Result<Message, axum::Error>>
@@ -71,6 +73,7 @@ where
         out,
         permits: Arc::new(Semaphore::new(settings.max_in_flight)),
         subscriptions: Subscriptions::default(),
+        guard,
     };
     // Whether a close handshake is under way and worth finishing.
     let closing = loop {
@@ -119,6 +122,7 @@ struct Session {
     out: mpsc::Sender<Out>,
     permits: Arc<Semaphore>,
     subscriptions: Subscriptions,
+    guard: SessionGuard,
 }
 
 impl Session {
@@ -133,7 +137,37 @@ impl Session {
                 return;
             }
         };
+        // Auth sees every frame first (crate::auth::ws).
+        let quota_permit = match self.guard.check(frame_access(&frame, text.len())) {
+            Verdict::Pass { pause, permit } => {
+                if !pause.is_zero() {
+                    // Not reading while paused is the throttle.
+                    let _ = self.out.send(Out::Text(throttle_frame(pause))).await;
+                    tokio::time::sleep(pause).await;
+                }
+                permit
+            }
+            Verdict::Answered(text) => {
+                let _ = self.out.send(Out::Text(text)).await;
+                return;
+            }
+            Verdict::Refuse(error) => {
+                let (id, sub) = frame_ids(&frame);
+                send(&self.out, &ServerFrame::error(id, sub, &error)).await;
+                return;
+            }
+            Verdict::Close(error) => {
+                let (id, sub) = frame_ids(&frame);
+                send(&self.out, &ServerFrame::error(id, sub, &error)).await;
+                let _ = self
+                    .out
+                    .send(Out::Close(CLOSE_UNAUTHENTICATED, error.message.clone()))
+                    .await;
+                return;
+            }
+        };
         match frame {
+            ClientFrame::Auth(_) => {}
             ClientFrame::Produce(produce) => self.produce(produce, permit).await,
             ClientFrame::Subscribe(subscribe) => {
                 if self.subscriptions.by_id.contains_key(&subscribe.id) {
@@ -159,7 +193,14 @@ impl Session {
                     self.out.clone(),
                 );
                 let task = tokio::spawn(task).abort_handle();
-                self.subscriptions.by_id.insert(id, Handle { grants, task });
+                self.subscriptions.by_id.insert(
+                    id,
+                    Handle {
+                        grants,
+                        task,
+                        _quota: quota_permit,
+                    },
+                );
             }
             ClientFrame::Credit(credit) => match self.subscriptions.by_id.get(&credit.sub) {
                 Some(handle) => handle
@@ -263,6 +304,27 @@ async fn produce(
         .collect())
 }
 
+/// What auth needs to know of a frame.
+fn frame_access(frame: &ClientFrame, bytes: usize) -> FrameAccess<'_> {
+    match frame {
+        ClientFrame::Auth(auth) => FrameAccess::Auth(&auth.token),
+        ClientFrame::Produce(p) => FrameAccess::Produce(&p.topic, bytes as u64),
+        ClientFrame::Subscribe(s) => FrameAccess::Subscribe(&s.topic),
+        _ => FrameAccess::Other,
+    }
+}
+
+/// The id and subscription an answer to `frame` correlates with.
+fn frame_ids(frame: &ClientFrame) -> (Option<&str>, Option<&str>) {
+    match frame {
+        ClientFrame::Produce(p) => (Some(&p.id), None),
+        ClientFrame::Subscribe(s) => (Some(&s.id), None),
+        ClientFrame::Credit(c) => (None, Some(&c.sub)),
+        ClientFrame::Unsubscribe(u) => (None, Some(&u.sub)),
+        ClientFrame::Ping | ClientFrame::Auth(_) => (None, None),
+    }
+}
+
 fn unknown_subscription(sub: &str) -> ApiError {
     ApiError::bad_request(format!("no subscription {sub:?} on this connection"))
 }
@@ -272,6 +334,8 @@ struct Handle {
     /// Total credit granted so far.
     grants: watch::Sender<u64>,
     task: AbortHandle,
+    /// The principal's subscription quota unit, given back with the handle.
+    _quota: Option<CountPermit>,
 }
 
 /// The connection's subscriptions by id; aborted when the session ends.
