@@ -403,3 +403,48 @@ pub(crate) fn validate(auth: &AuthConfig, file: &Path) -> Result<(), ConfigError
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+    use std::path::Path;
+
+    fn error(text: &str) -> String {
+        Config::parse(text, Path::new("t.toml"))
+            .err()
+            .expect("invalid")
+            .to_string()
+    }
+
+    #[test]
+    fn auth_errors_name_the_key_and_rule() {
+        let e = error("[auth]\n[[auth.api_keys]]\nprincipal = \"a\"\nkey_sha256 = \"sk_plain-key\"\n");
+        assert!(e.contains("auth.api_keys[0].key_sha256") && e.contains("never the key itself"), "{e}");
+        let e = error("[auth]\n[[auth.acls]]\nprincipal = \"a\"\ngroup = \"g\"\noperations = [\"produce\"]\n");
+        assert!(e.contains("auth.acls[0].principal"), "{e}");
+        let e = error("[auth]\n[[auth.acls]]\nprincipal = \"a\"\noperations = [\"fly\"]\n");
+        assert!(e.contains("fly"), "{e}");
+        let e = error("[auth.jwt]\n[[auth.jwt.keys]]\nalgorithm = \"HS256\"\nsecret = \"short\"\n");
+        assert!(e.contains("at least 32 bytes"), "{e}");
+        let e = error("[auth.jwt]\n[[auth.jwt.keys]]\nalgorithm = \"RS256\"\n");
+        assert!(e.contains("auth.jwt.keys[0]"), "{e}");
+        let e = error("[auth.quotas.default]\nrequests_per_sec = 0\n");
+        assert!(e.contains("auth.quotas.default.requests_per_sec"), "{e}");
+    }
+
+    #[test]
+    fn no_auth_table_means_auth_off() {
+        assert!(Config::parse("", Path::new("t.toml")).unwrap().auth.is_none());
+        assert!(Config::parse("[auth]\n", Path::new("t.toml")).unwrap().auth.is_some());
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let config = Config::parse(
+            "[auth.jwt]\n[[auth.jwt.keys]]\nalgorithm = \"HS256\"\nsecret = \"0123456789abcdef0123456789abcdef-xyz\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert!(!format!("{config:?}").contains("0123456789abcdef"));
+    }
+}
