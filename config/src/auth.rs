@@ -356,13 +356,19 @@ pub(crate) fn validate(auth: &AuthConfig, file: &Path) -> Result<(), ConfigError
     for (i, rule) in auth.acls.iter().enumerate() {
         let key = |field: &str| format!("auth.acls[{i}].{field}");
         if rule.principal.is_some() == rule.group.is_some() {
-            return Err(invalid(key("principal"), "give exactly one of principal or group"));
+            return Err(invalid(
+                key("principal"),
+                "give exactly one of principal or group",
+            ));
         }
         if rule.topic.is_some() && rule.prefix.is_some() {
             return Err(invalid(key("topic"), "give topic or prefix, not both"));
         }
         if rule.operations.is_empty() {
-            return Err(invalid(key("operations"), "must name at least one of produce, consume, describe, admin"));
+            return Err(invalid(
+                key("operations"),
+                "must name at least one of produce, consume, describe, admin",
+            ));
         }
     }
     let quotas = auth
@@ -418,9 +424,15 @@ mod tests {
 
     #[test]
     fn auth_errors_name_the_key_and_rule() {
-        let e = error("[auth]\n[[auth.api_keys]]\nprincipal = \"a\"\nkey_sha256 = \"sk_plain-key\"\n");
-        assert!(e.contains("auth.api_keys[0].key_sha256") && e.contains("never the key itself"), "{e}");
-        let e = error("[auth]\n[[auth.acls]]\nprincipal = \"a\"\ngroup = \"g\"\noperations = [\"produce\"]\n");
+        let e =
+            error("[auth]\n[[auth.api_keys]]\nprincipal = \"a\"\nkey_sha256 = \"sk_plain-key\"\n");
+        assert!(
+            e.contains("auth.api_keys[0].key_sha256") && e.contains("never the key itself"),
+            "{e}"
+        );
+        let e = error(
+            "[auth]\n[[auth.acls]]\nprincipal = \"a\"\ngroup = \"g\"\noperations = [\"produce\"]\n",
+        );
         assert!(e.contains("auth.acls[0].principal"), "{e}");
         let e = error("[auth]\n[[auth.acls]]\nprincipal = \"a\"\noperations = [\"fly\"]\n");
         assert!(e.contains("fly"), "{e}");
@@ -434,8 +446,14 @@ mod tests {
 
     #[test]
     fn no_auth_table_means_auth_off() {
-        assert!(Config::parse("", Path::new("t.toml")).unwrap().auth.is_none());
-        assert!(Config::parse("[auth]\n", Path::new("t.toml")).unwrap().auth.is_some());
+        assert!(Config::parse("", Path::new("t.toml"))
+            .unwrap()
+            .auth
+            .is_none());
+        assert!(Config::parse("[auth]\n", Path::new("t.toml"))
+            .unwrap()
+            .auth
+            .is_some());
     }
 
     #[test]

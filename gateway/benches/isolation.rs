@@ -152,7 +152,13 @@ async fn noisy(setup: Arc<Setup>, stop: Instant) -> (u64, u64) {
         let (setup, body) = (Arc::clone(&setup), Arc::clone(&body));
         tasks.spawn(async move {
             let _permit = permit;
-            produce(&setup, "noisy.t", &setup.noisy_key, body.as_str().to_owned()).await
+            produce(
+                &setup,
+                "noisy.t",
+                &setup.noisy_key,
+                body.as_str().to_owned(),
+            )
+            .await
         });
     }
     let (mut ok, mut refused) = (0, 0);
@@ -171,7 +177,9 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 }
 
 async fn run() {
-    println!("phase | calm requests | calm p50 ms | calm p99 ms | noisy answered 200 | noisy refused");
+    println!(
+        "phase | calm requests | calm p50 ms | calm p99 ms | noisy answered 200 | noisy refused"
+    );
     for mode in [QuotaMode::Throttle, QuotaMode::Reject] {
         let setup = Arc::new(start(mode).await);
         // Warm up connections and topic creation.

@@ -194,8 +194,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     {
         // SIGHUP re-reads `[auth]` (ACLs, keys, quotas); connections stay.
         let auth = gateway.auth().clone();
-        if let Ok(mut hup) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         {
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {

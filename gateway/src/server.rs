@@ -392,8 +392,17 @@ async fn serve(
         let watcher = graceful.watcher();
         connections.spawn(async move {
             let _permit = permit;
-            serve_connection(stream, peer, tls, router, cert_principal, builder, limits, watcher)
-                .await;
+            serve_connection(
+                stream,
+                peer,
+                tls,
+                router,
+                cert_principal,
+                builder,
+                limits,
+                watcher,
+            )
+            .await;
         });
     }
     drop(listener);

@@ -114,12 +114,30 @@ fn auth_config(keys: &Keys) -> AuthConfig {
             leeway_secs: 5,
         }),
         acls: vec![
-            rule(Some("dev-1"), None, None, Some("devices.dev-1."), &[Produce, Consume]),
-            rule(Some("reader"), None, None, Some("devices."), &[Consume, Describe]),
+            rule(
+                Some("dev-1"),
+                None,
+                None,
+                Some("devices.dev-1."),
+                &[Produce, Consume],
+            ),
+            rule(
+                Some("reader"),
+                None,
+                None,
+                Some("devices."),
+                &[Consume, Describe],
+            ),
             rule(None, Some("web"), Some("news"), None, &[Consume, Describe]),
             rule(None, Some("web"), Some("chat"), None, &[Produce]),
             rule(Some("ops"), None, None, None, &[Admin, Describe]),
-            rule(Some("device-9"), None, None, Some("devices.device-9."), &[Produce]),
+            rule(
+                Some("device-9"),
+                None,
+                None,
+                Some("devices.device-9."),
+                &[Produce],
+            ),
         ],
         ..AuthConfig::default()
     }
@@ -209,10 +227,16 @@ async fn api_keys_acls_on_rest_produce_read_and_metadata() {
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
-    assert_eq!(response.headers()["www-authenticate"], "Bearer realm=\"sluice\"");
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        "Bearer realm=\"sluice\""
+    );
     assert_eq!(response.json::<Value>().await.unwrap()["error_code"], 40101);
     let (status, body) = produce(&gw, "devices.dev-1.temp", Some("sk_not-a-key")).await;
-    assert_eq!((status.as_u16(), body["error_code"].as_u64()), (401, Some(40101)));
+    assert_eq!(
+        (status.as_u16(), body["error_code"].as_u64()),
+        (401, Some(40101))
+    );
     let response = gw
         .client
         .get(format!("{}/topics", gw.url))
@@ -228,7 +252,10 @@ async fn api_keys_acls_on_rest_produce_read_and_metadata() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["throttle_time_ms"], 0, "{body}");
     let (status, body) = produce(&gw, "devices.dev-2.temp", Some(&keys.dev1)).await;
-    assert_eq!((status.as_u16(), body["error_code"].as_u64()), (403, Some(40301)));
+    assert_eq!(
+        (status.as_u16(), body["error_code"].as_u64()),
+        (403, Some(40301))
+    );
     let (status, _) = produce(&gw, "devices.dev-1.temp", Some(&keys.reader)).await;
     assert_eq!(status, 403);
 
@@ -236,22 +263,47 @@ async fn api_keys_acls_on_rest_produce_read_and_metadata() {
     let path = "/topics/devices.dev-1.temp/partitions/0/records?offset=0";
     let response = get(&gw, path, Some(&keys.reader)).await;
     assert_eq!(response.status(), 200);
-    assert_eq!(response.json::<Value>().await.unwrap().as_array().unwrap().len(), 1);
+    assert_eq!(
+        response
+            .json::<Value>()
+            .await
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(get(&gw, path, Some(&keys.dev1)).await.status(), 200);
     let other = "/topics/news/partitions/0/records?offset=0";
     assert_eq!(get(&gw, other, Some(&keys.dev1)).await.status(), 403);
 
     // Metadata is describe: the reader on devices.*, ops everywhere; topic
     // listings need describe on the whole cluster.
-    assert_eq!(get(&gw, "/topics/devices.dev-2.temp", Some(&keys.reader)).await.status(), 200);
-    assert_eq!(get(&gw, "/topics/news", Some(&keys.reader)).await.status(), 403);
+    assert_eq!(
+        get(&gw, "/topics/devices.dev-2.temp", Some(&keys.reader))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        get(&gw, "/topics/news", Some(&keys.reader)).await.status(),
+        403
+    );
     assert_eq!(get(&gw, "/topics", Some(&keys.reader)).await.status(), 403);
     assert_eq!(get(&gw, "/topics", Some(&keys.ops)).await.status(), 200);
-    assert_eq!(get(&gw, "/v3/clusters/sluice/topics", Some(&keys.ops)).await.status(), 200);
+    assert_eq!(
+        get(&gw, "/v3/clusters/sluice/topics", Some(&keys.ops))
+            .await
+            .status(),
+        200
+    );
     // v3 produce is produce.
     let v3 = gw
         .client
-        .post(format!("{}/v3/clusters/sluice/topics/devices.dev-2.temp/records", gw.url))
+        .post(format!(
+            "{}/v3/clusters/sluice/topics/devices.dev-2.temp/records",
+            gw.url
+        ))
         .bearer_auth(&keys.dev1)
         .json(&json!({"value": {"type": "JSON", "data": 1}}))
         .send()
@@ -292,7 +344,10 @@ async fn jwts_hs256_and_rs256_with_every_claim_checked() {
         assert_eq!(status, 200, "{body}");
         // The group allows chat, not news.
         let (status, body) = produce(&gw, "news", Some(token)).await;
-        assert_eq!((status.as_u16(), body["error_code"].as_u64()), (403, Some(40301)));
+        assert_eq!(
+            (status.as_u16(), body["error_code"].as_u64()),
+            (403, Some(40301))
+        );
     }
 
     let with = |change: &dyn Fn(&mut serde_json::Map<String, Value>)| {
@@ -301,12 +356,56 @@ async fn jwts_hs256_and_rs256_with_every_claim_checked() {
         Value::Object(c)
     };
     let bad = [
-        ("expired", hs_token(&with(&|c| { c.insert("exp".into(), json!(now() - 600)); }), HS_SECRET), "token expired"),
-        ("not yet valid", rs_token(&with(&|c| { c.insert("nbf".into(), json!(now() + 600)); }), "rs-2026"), "token not yet valid"),
-        ("forged", hs_token(&good, "another-secret-that-is-also-long-enough"), "invalid token signature"),
-        ("wrong audience", rs_token(&with(&|c| { c.insert("aud".into(), json!("billing")); }), "rs-file"), "token audience not accepted"),
-        ("wrong issuer", hs_token(&with(&|c| { c.insert("iss".into(), json!("https://evil.example")); }), HS_SECRET), "token issuer not accepted"),
-        ("unknown kid", rs_token(&good, "rs-unknown"), "no key for this token"),
+        (
+            "expired",
+            hs_token(
+                &with(&|c| {
+                    c.insert("exp".into(), json!(now() - 600));
+                }),
+                HS_SECRET,
+            ),
+            "token expired",
+        ),
+        (
+            "not yet valid",
+            rs_token(
+                &with(&|c| {
+                    c.insert("nbf".into(), json!(now() + 600));
+                }),
+                "rs-2026",
+            ),
+            "token not yet valid",
+        ),
+        (
+            "forged",
+            hs_token(&good, "another-secret-that-is-also-long-enough"),
+            "invalid token signature",
+        ),
+        (
+            "wrong audience",
+            rs_token(
+                &with(&|c| {
+                    c.insert("aud".into(), json!("billing"));
+                }),
+                "rs-file",
+            ),
+            "token audience not accepted",
+        ),
+        (
+            "wrong issuer",
+            hs_token(
+                &with(&|c| {
+                    c.insert("iss".into(), json!("https://evil.example"));
+                }),
+                HS_SECRET,
+            ),
+            "token issuer not accepted",
+        ),
+        (
+            "unknown kid",
+            rs_token(&good, "rs-unknown"),
+            "no key for this token",
+        ),
     ];
     for (what, token, message) in &bad {
         let (status, body) = produce(&gw, "chat", Some(token)).await;
@@ -361,9 +460,18 @@ async fn admin_listener_needs_the_admin_operation() {
     let response = admin("/admin/clusters", Some(&keys.reader)).await.unwrap();
     assert_eq!(response.status(), 403);
     assert_eq!(response.json::<Value>().await.unwrap()["error_code"], 40301);
-    assert_eq!(admin("/admin/clusters", Some(&keys.ops)).await.unwrap().status(), 200);
     assert_eq!(
-        admin("/admin/topics/news/placement", Some(&keys.ops)).await.unwrap().status(),
+        admin("/admin/clusters", Some(&keys.ops))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        admin("/admin/topics/news/placement", Some(&keys.ops))
+            .await
+            .unwrap()
+            .status(),
         200
     );
     // Reload is an admin call too; without a config file it says why.
@@ -389,21 +497,35 @@ async fn sse_needs_consume() {
         }
         request.send()
     };
-    let response = open("/topics/devices.dev-1.temp/events?from=earliest", Some(&keys.reader))
-        .await
-        .unwrap();
+    let response = open(
+        "/topics/devices.dev-1.temp/events?from=earliest",
+        Some(&keys.reader),
+    )
+    .await
+    .unwrap();
     assert_eq!(response.status(), 200);
     assert!(response.headers()["content-type"]
         .to_str()
         .unwrap()
         .starts_with("text/event-stream"));
     drop(response);
-    let response = open("/topics/news/events", Some(&keys.reader)).await.unwrap();
+    let response = open("/topics/news/events", Some(&keys.reader))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 403);
     assert_eq!(response.json::<Value>().await.unwrap()["error_code"], 40301);
-    assert_eq!(open("/topics/news/events", None).await.unwrap().status(), 401);
+    assert_eq!(
+        open("/topics/news/events", None).await.unwrap().status(),
+        401
+    );
     let token = hs_token(&claims("browser-1", &["web"]), HS_SECRET);
-    assert_eq!(open("/topics/news/events", Some(&token)).await.unwrap().status(), 200);
+    assert_eq!(
+        open("/topics/news/events", Some(&token))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     gw.stop().await;
 }
 
@@ -480,8 +602,10 @@ impl Ws {
     }
 
     async fn produce(&mut self, id: &str, topic: &str) -> Value {
-        self.send(json!({"type": "produce", "id": id, "topic": topic, "records": [{"value": "aGk="}]}))
-            .await;
+        self.send(
+            json!({"type": "produce", "id": id, "topic": topic, "records": [{"value": "aGk="}]}),
+        )
+        .await;
         self.next().await.expect("an answer")
     }
 }
@@ -494,7 +618,9 @@ async fn websocket_token_by_subprotocol_and_by_first_frame() {
     // No credentials: 401 before any upgrade; a bad token likewise.
     assert_eq!(Ws::connect(&gw, "", None).await.err(), Some(401));
     assert_eq!(
-        Ws::connect(&gw, "", Some("sluice.v1, sluice.bearer.sk_wrong")).await.err(),
+        Ws::connect(&gw, "", Some("sluice.v1, sluice.bearer.sk_wrong"))
+            .await
+            .err(),
         Some(401)
     );
 
@@ -507,37 +633,63 @@ async fn websocket_token_by_subprotocol_and_by_first_frame() {
     let ack = ws.produce("p1", "chat").await;
     assert_eq!(ack["type"], "ack", "{ack}");
     let denied = ws.produce("p2", "news").await;
-    assert_eq!((denied["type"].as_str(), denied["id"].as_str()), (Some("error"), Some("p2")));
+    assert_eq!(
+        (denied["type"].as_str(), denied["id"].as_str()),
+        (Some("error"), Some("p2"))
+    );
     assert_eq!(denied["error_code"], 40301, "{denied}");
-    ws.send(json!({"type": "subscribe", "id": "s1", "topic": "chat"})).await;
+    ws.send(json!({"type": "subscribe", "id": "s1", "topic": "chat"}))
+        .await;
     let denied = ws.next().await.unwrap();
-    assert_eq!((denied["id"].as_str(), denied["error_code"].as_u64()), (Some("s1"), Some(40301)));
-    ws.send(json!({"type": "subscribe", "id": "s2", "topic": "news", "from": "earliest"})).await;
+    assert_eq!(
+        (denied["id"].as_str(), denied["error_code"].as_u64()),
+        (Some("s1"), Some(40301))
+    );
+    ws.send(json!({"type": "subscribe", "id": "s2", "topic": "news", "from": "earliest"}))
+        .await;
     let subscribed = ws.next().await.unwrap();
     assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
 
     // An API key in the first frame.
-    let mut ws = Ws::connect(&gw, "?auth=frame", None).await.expect("upgrade");
+    let mut ws = Ws::connect(&gw, "?auth=frame", None)
+        .await
+        .expect("upgrade");
     ws.send(json!({"type": "auth", "token": keys.dev1})).await;
     let hello = ws.next().await.unwrap();
-    assert_eq!((hello["type"].as_str(), hello["principal"].as_str()), (Some("authenticated"), Some("dev-1")));
+    assert_eq!(
+        (hello["type"].as_str(), hello["principal"].as_str()),
+        (Some("authenticated"), Some("dev-1"))
+    );
     assert_eq!(ws.produce("p1", "devices.dev-1.temp").await["type"], "ack");
-    assert_eq!(ws.produce("p2", "devices.dev-2.temp").await["error_code"], 40301);
+    assert_eq!(
+        ws.produce("p2", "devices.dev-2.temp").await["error_code"],
+        40301
+    );
 
     // A frame before authenticating, or a bad token, ends the session.
-    let mut ws = Ws::connect(&gw, "?auth=frame", None).await.expect("upgrade");
+    let mut ws = Ws::connect(&gw, "?auth=frame", None)
+        .await
+        .expect("upgrade");
     let refused = ws.produce("p1", "chat").await;
     assert_eq!(refused["error_code"], 40101, "{refused}");
     assert!(ws.next().await.is_none(), "closed after refusing");
-    let mut ws = Ws::connect(&gw, "?auth=frame", None).await.expect("upgrade");
+    let mut ws = Ws::connect(&gw, "?auth=frame", None)
+        .await
+        .expect("upgrade");
     let expired = hs_token(
         &json!({"sub": "x", "iss": ISSUER, "aud": AUDIENCE, "exp": now() - 600}),
         HS_SECRET,
     );
     ws.send(json!({"type": "auth", "token": expired})).await;
     let refused = ws.next().await.unwrap();
-    assert_eq!((refused["error_code"].as_u64(), refused["message"].as_str()), (Some(40101), Some("token expired")));
-    assert!(ws.next().await.is_none(), "closed after a failed auth frame");
+    assert_eq!(
+        (refused["error_code"].as_u64(), refused["message"].as_str()),
+        (Some(40101), Some("token expired"))
+    );
+    assert!(
+        ws.next().await.is_none(),
+        "closed after a failed auth frame"
+    );
     gw.stop().await;
 }
 
@@ -605,12 +757,24 @@ async fn client_certificates_name_the_principal() {
             .body(record_body())
             .send()
     };
-    assert_eq!(send(&device, "devices.device-9.temp").await.unwrap().status(), 200);
+    assert_eq!(
+        send(&device, "devices.device-9.temp")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let denied = send(&device, "devices.dev-1.temp").await.unwrap();
     assert_eq!(denied.status(), 403);
     assert!(denied.text().await.unwrap().contains("device-9"));
     // No certificate: the connection is served, the request needs credentials.
-    assert_eq!(send(&gw.client, "devices.device-9.temp").await.unwrap().status(), 401);
+    assert_eq!(
+        send(&gw.client, "devices.device-9.temp")
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
     // A certificate from another CA fails the handshake.
     let outsider = client_with(&stranger.identity_pem);
     assert!(send(&outsider, "devices.device-9.temp").await.is_err());
@@ -652,8 +816,14 @@ async fn quotas_reject_throttle_and_count() {
     })
     .await;
     // Reject: two requests of burst, then 429 with Retry-After and 42901.
-    assert_eq!(produce(&gw, "devices.dev-1.temp", Some(&keys.dev1)).await.0, 200);
-    assert_eq!(produce(&gw, "devices.dev-1.temp", Some(&keys.dev1)).await.0, 200);
+    assert_eq!(
+        produce(&gw, "devices.dev-1.temp", Some(&keys.dev1)).await.0,
+        200
+    );
+    assert_eq!(
+        produce(&gw, "devices.dev-1.temp", Some(&keys.dev1)).await.0,
+        200
+    );
     let response = gw
         .client
         .post(format!("{}/topics/devices.dev-1.temp", gw.url))
@@ -750,7 +920,13 @@ async fn anonymous_only_when_allowed() {
     let keys = Keys::new();
     let gw = secure_gateway(&keys, |a| {
         a.allow_anonymous = true;
-        a.acls.push(rule(Some("anonymous"), None, Some("news"), None, &[Consume]));
+        a.acls.push(rule(
+            Some("anonymous"),
+            None,
+            Some("news"),
+            None,
+            &[Consume],
+        ));
     })
     .await;
     use Operation::Consume;

@@ -92,11 +92,9 @@ async fn ws_produce(
     id: &str,
     topic: &str,
 ) -> Value {
-    let frame = json!({"type": "produce", "id": id, "topic": topic, "records": [{"value": "aGk="}]});
-    stream
-        .send(Message::text(frame.to_string()))
-        .await
-        .unwrap();
+    let frame =
+        json!({"type": "produce", "id": id, "topic": topic, "records": [{"value": "aGk="}]});
+    stream.send(Message::text(frame.to_string())).await.unwrap();
     next_frame(stream).await.expect("an answer")
 }
 
@@ -142,13 +140,22 @@ async fn no_key_or_token_reaches_the_log() {
     let mut process = SluiceProcess::start_with_log(&config_file, "debug");
     let client = SluiceProcess::client(&data_dir);
     let now = jsonwebtoken::get_current_timestamp();
-    let good_token = hs_token(&json!({"sub": "web", "iss": ISSUER, "aud": "sluice", "exp": now + 600}), &secret);
-    let expired = hs_token(&json!({"sub": "web", "iss": ISSUER, "aud": "sluice", "exp": now - 600}), &secret);
+    let good_token = hs_token(
+        &json!({"sub": "web", "iss": ISSUER, "aud": "sluice", "exp": now + 600}),
+        &secret,
+    );
+    let expired = hs_token(
+        &json!({"sub": "web", "iss": ISSUER, "aud": "sluice", "exp": now - 600}),
+        &secret,
+    );
     let forged = hs_token(
         &json!({"sub": "web", "iss": ISSUER, "aud": "sluice", "exp": now + 600}),
         "forged-secret-forged-secret-forged-secret",
     );
-    let wrong_aud = hs_token(&json!({"sub": "web", "iss": ISSUER, "aud": "other", "exp": now + 600}), &secret);
+    let wrong_aud = hs_token(
+        &json!({"sub": "web", "iss": ISSUER, "aud": "other", "exp": now + 600}),
+        &secret,
+    );
     let secrets = [
         secret.as_str(),
         &good_key,
@@ -197,7 +204,9 @@ async fn no_key_or_token_reaches_the_log() {
     for token in [&good_key, &wrong_key, &expired] {
         let mut stream = ws(&data_dir, port, "?auth=frame", None).await.unwrap();
         stream
-            .send(Message::text(json!({"type": "auth", "token": token}).to_string()))
+            .send(Message::text(
+                json!({"type": "auth", "token": token}).to_string(),
+            ))
             .await
             .unwrap();
         let _ = next_frame(&mut stream).await;
@@ -212,10 +221,17 @@ async fn no_key_or_token_reaches_the_log() {
         assert!(!log.contains(secret), "a credential appeared in the log");
         // Nor any long piece of one (a token's signature, a key's body).
         for piece in secret.split('.').filter(|p| p.len() >= 16) {
-            assert!(!log.contains(piece), "part of a credential appeared in the log");
+            assert!(
+                !log.contains(piece),
+                "part of a credential appeared in the log"
+            );
         }
     }
-    println!("scanned {} bytes of debug log for {} credentials", log.len(), secrets.len());
+    println!(
+        "scanned {} bytes of debug log for {} credentials",
+        log.len(),
+        secrets.len()
+    );
 }
 
 /// One HTTP/1.1 keep-alive connection: every request goes over it.
@@ -244,7 +260,11 @@ impl KeepAlive {
             .unwrap();
         // A closed connection fails here: the test needs this one to live.
         self.sender.ready().await.expect("connection alive");
-        let response = self.sender.send_request(request).await.expect("connection alive");
+        let response = self
+            .sender
+            .send_request(request)
+            .await
+            .expect("connection alive");
         let status = response.status().as_u16();
         let _ = response.into_body().collect().await;
         status
@@ -274,7 +294,11 @@ async fn acl_changes_apply_on_sighup_and_admin_reload_without_dropping_connectio
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let secret_file = dir.path().join("hs256.secret");
-    std::fs::write(&secret_file, generate_key().unwrap() + "-padding-for-length").unwrap();
+    std::fs::write(
+        &secret_file,
+        generate_key().unwrap() + "-padding-for-length",
+    )
+    .unwrap();
     let app_key = generate_key().unwrap();
     let ops_key = generate_key().unwrap();
     let keys = [("app", app_key.as_str()), ("ops", ops_key.as_str())];
@@ -295,17 +319,28 @@ async fn acl_changes_apply_on_sighup_and_admin_reload_without_dropping_connectio
     let mut session = ws(&data_dir, port, "", Some(&offered)).await.unwrap();
     assert_eq!(conn.produce("a.x", &app_key).await, 200);
     assert_eq!(conn.produce("b.x", &app_key).await, 403);
-    assert_eq!(ws_produce(&mut session, "w1", "b.x").await["error_code"], 40301);
+    assert_eq!(
+        ws_produce(&mut session, "w1", "b.x").await["error_code"],
+        40301
+    );
 
     // SIGHUP: b. allowed, a. no longer; the same connection and session.
     write("b.");
     let pid = process.child.id().to_string();
-    let sent = std::process::Command::new("kill").args(["-HUP", &pid]).status();
+    let sent = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status();
     assert!(sent.is_ok_and(|s| s.success()));
-    assert!(wait_for(async || conn.produce("b.x", &app_key).await == 200).await, "new rule applies");
+    assert!(
+        wait_for(async || conn.produce("b.x", &app_key).await == 200).await,
+        "new rule applies"
+    );
     assert_eq!(conn.produce("a.x", &app_key).await, 403);
     assert_eq!(ws_produce(&mut session, "w2", "b.x").await["type"], "ack");
-    assert_eq!(ws_produce(&mut session, "w3", "a.x").await["error_code"], 40301);
+    assert_eq!(
+        ws_produce(&mut session, "w3", "a.x").await["error_code"],
+        40301
+    );
 
     // The admin call: c. now.
     write("c.");

@@ -57,18 +57,54 @@ fn public_table() -> [Line; 18] {
         ("/topics/{topic}", Method::GET, Topic(Describe)),
         ("/topics/{topic}", Method::POST, Topic(Produce)),
         ("/topics/{topic}/partitions", Method::GET, Topic(Describe)),
-        ("/topics/{topic}/partitions/{partition}", Method::GET, Topic(Describe)),
-        ("/topics/{topic}/partitions/{partition}", Method::POST, Topic(Produce)),
-        ("/topics/{topic}/partitions/{partition}/offsets", Method::GET, Topic(Describe)),
-        ("/topics/{topic}/partitions/{partition}/records", Method::GET, Topic(Consume)),
+        (
+            "/topics/{topic}/partitions/{partition}",
+            Method::GET,
+            Topic(Describe),
+        ),
+        (
+            "/topics/{topic}/partitions/{partition}",
+            Method::POST,
+            Topic(Produce),
+        ),
+        (
+            "/topics/{topic}/partitions/{partition}/offsets",
+            Method::GET,
+            Topic(Describe),
+        ),
+        (
+            "/topics/{topic}/partitions/{partition}/records",
+            Method::GET,
+            Topic(Consume),
+        ),
         ("/topics/{topic}/events", Method::GET, Topic(Consume)),
         ("/v3/clusters", Method::GET, Cluster(Describe)),
         ("/v3/clusters/{cluster_id}", Method::GET, Cluster(Describe)),
-        ("/v3/clusters/{cluster_id}/topics", Method::GET, Cluster(Describe)),
-        ("/v3/clusters/{cluster_id}/topics", Method::POST, Cluster(Admin)),
-        ("/v3/clusters/{cluster_id}/topics/{topic}", Method::GET, Topic(Describe)),
-        ("/v3/clusters/{cluster_id}/topics/{topic}", Method::DELETE, Topic(Admin)),
-        ("/v3/clusters/{cluster_id}/topics/{topic}/records", Method::POST, Topic(Produce)),
+        (
+            "/v3/clusters/{cluster_id}/topics",
+            Method::GET,
+            Cluster(Describe),
+        ),
+        (
+            "/v3/clusters/{cluster_id}/topics",
+            Method::POST,
+            Cluster(Admin),
+        ),
+        (
+            "/v3/clusters/{cluster_id}/topics/{topic}",
+            Method::GET,
+            Topic(Describe),
+        ),
+        (
+            "/v3/clusters/{cluster_id}/topics/{topic}",
+            Method::DELETE,
+            Topic(Admin),
+        ),
+        (
+            "/v3/clusters/{cluster_id}/topics/{topic}/records",
+            Method::POST,
+            Topic(Produce),
+        ),
     ]
 }
 
@@ -118,12 +154,27 @@ mod tests {
 
     #[test]
     fn routes_map_to_what_they_need() {
-        assert_eq!(public(&Method::POST, Some("/topics/{topic}")), Access::Topic(Operation::Produce));
-        assert_eq!(public(&Method::GET, Some("/topics/{topic}/events")), Access::Topic(Operation::Consume));
-        assert_eq!(public(&Method::PUT, Some("/topics/{topic}")), Access::Authenticated);
+        assert_eq!(
+            public(&Method::POST, Some("/topics/{topic}")),
+            Access::Topic(Operation::Produce)
+        );
+        assert_eq!(
+            public(&Method::GET, Some("/topics/{topic}/events")),
+            Access::Topic(Operation::Consume)
+        );
+        assert_eq!(
+            public(&Method::PUT, Some("/topics/{topic}")),
+            Access::Authenticated
+        );
         assert_eq!(public(&Method::GET, None), Access::Authenticated);
-        assert_eq!(public(&Method::GET, Some("/consumers/{group}")), Access::Unlisted);
+        assert_eq!(
+            public(&Method::GET, Some("/consumers/{group}")),
+            Access::Unlisted
+        );
         assert_eq!(admin(&Method::GET, Some("/healthz")), Access::Public);
-        assert_eq!(admin(&Method::POST, Some("/admin/reload")), Access::Cluster(Operation::Admin));
+        assert_eq!(
+            admin(&Method::POST, Some("/admin/reload")),
+            Access::Cluster(Operation::Admin)
+        );
     }
 }

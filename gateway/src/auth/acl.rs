@@ -28,7 +28,12 @@ impl Acl {
     }
 
     /// Whether some rule allows `principal` to do `operation` on `resource`.
-    pub fn allows(&self, principal: &Principal, operation: Operation, resource: Resource<'_>) -> bool {
+    pub fn allows(
+        &self,
+        principal: &Principal,
+        operation: Operation,
+        resource: Resource<'_>,
+    ) -> bool {
         self.rules.iter().any(|rule| {
             rule.operations.contains(&operation)
                 && matches_principal(rule, principal)
@@ -60,7 +65,13 @@ mod tests {
     use super::*;
     use crate::auth::PrincipalSource;
 
-    fn rule(principal: Option<&str>, group: Option<&str>, topic: Option<&str>, prefix: Option<&str>, ops: &[Operation]) -> AclRule {
+    fn rule(
+        principal: Option<&str>,
+        group: Option<&str>,
+        topic: Option<&str>,
+        prefix: Option<&str>,
+        ops: &[Operation],
+    ) -> AclRule {
         AclRule {
             principal: principal.map(Into::into),
             group: group.map(Into::into),
@@ -82,8 +93,20 @@ mod tests {
     fn deny_by_default_and_each_dimension_matters() {
         use Operation::*;
         let acl = Acl::new(vec![
-            rule(Some("dev-1"), None, None, Some("devices.dev-1."), &[Produce]),
-            rule(None, Some("readers"), Some("orders"), None, &[Consume, Describe]),
+            rule(
+                Some("dev-1"),
+                None,
+                None,
+                Some("devices.dev-1."),
+                &[Produce],
+            ),
+            rule(
+                None,
+                Some("readers"),
+                Some("orders"),
+                None,
+                &[Consume, Describe],
+            ),
             rule(Some("ops"), None, None, None, &[Admin]),
         ]);
         let dev = who("dev-1", &[]);

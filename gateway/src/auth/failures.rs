@@ -40,7 +40,8 @@ impl FailedAuth {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         if entries.len() >= DEFAULT_MAX_TRACKED_ADDRESSES && !entries.contains_key(&addr) {
             entries.retain(|_, e| {
-                e.blocked_until.is_some_and(|u| u > now) || now.duration_since(e.window_start) < window
+                e.blocked_until.is_some_and(|u| u > now)
+                    || now.duration_since(e.window_start) < window
             });
             if entries.len() >= DEFAULT_MAX_TRACKED_ADDRESSES {
                 return false;
@@ -85,10 +86,18 @@ mod tests {
         // A failure outside the window starts counting again.
         assert!(!limiter.record(ip, &config, t0 + Duration::from_millis(1_500)));
         assert!(!limiter.record(ip, &config, t0 + Duration::from_millis(1_600)));
-        assert!(limiter.blocked(ip, t0 + Duration::from_millis(1_600)).is_none());
+        assert!(limiter
+            .blocked(ip, t0 + Duration::from_millis(1_600))
+            .is_none());
         assert!(limiter.record(ip, &config, t0 + Duration::from_millis(1_700)));
-        assert!(limiter.blocked(ip, t0 + Duration::from_millis(1_800)).is_some());
-        assert!(limiter.blocked(other, t0 + Duration::from_millis(1_800)).is_none());
-        assert!(limiter.blocked(ip, t0 + Duration::from_millis(6_800)).is_none());
+        assert!(limiter
+            .blocked(ip, t0 + Duration::from_millis(1_800))
+            .is_some());
+        assert!(limiter
+            .blocked(other, t0 + Duration::from_millis(1_800))
+            .is_none());
+        assert!(limiter
+            .blocked(ip, t0 + Duration::from_millis(6_800))
+            .is_none());
     }
 }

@@ -82,7 +82,9 @@ impl JwtVerifier {
                         (None, None) => return Err(key_error("no secret".into())),
                     };
                     if secret.len() < 32 {
-                        return Err(key_error("an HS256 secret must be at least 32 bytes".into()));
+                        return Err(key_error(
+                            "an HS256 secret must be at least 32 bytes".into(),
+                        ));
                     }
                     (Algorithm::HS256, DecodingKey::from_secret(&secret))
                 }
@@ -169,7 +171,9 @@ impl JwtVerifier {
             Some(kid) if self.keys.iter().any(|k| k.kid.as_ref() == Some(kid)) => {
                 by_alg.filter(|k| k.kid.as_ref() == Some(kid)).collect()
             }
-            _ => by_alg.filter(|k| k.kid.is_none() || header.kid.is_none()).collect(),
+            _ => by_alg
+                .filter(|k| k.kid.is_none() || header.kid.is_none())
+                .collect(),
         };
         if candidates.is_empty() {
             return Err("no key for this token");
@@ -280,13 +284,41 @@ mod tests {
             Value::Object(m)
         };
         let ok = v.verify(&token(base(&|_| {}), SECRET)).unwrap();
-        assert_eq!((ok.name.as_str(), ok.groups.as_slice()), ("alice", &["web".to_string()][..]));
+        assert_eq!(
+            (ok.name.as_str(), ok.groups.as_slice()),
+            ("alice", &["web".to_string()][..])
+        );
         let cases: [(&dyn Fn(&mut Map<String, Value>), &str); 5] = [
-            (&|m| { m.insert("exp".into(), json!(now() - 600)); }, "token expired"),
-            (&|m| { m.insert("nbf".into(), json!(now() + 600)); }, "token not yet valid"),
-            (&|m| { m.insert("aud".into(), json!("other")); }, "token audience not accepted"),
-            (&|m| { m.insert("iss".into(), json!("evil")); }, "token issuer not accepted"),
-            (&|m| { m.remove("exp"); }, "token lacks a required claim"),
+            (
+                &|m| {
+                    m.insert("exp".into(), json!(now() - 600));
+                },
+                "token expired",
+            ),
+            (
+                &|m| {
+                    m.insert("nbf".into(), json!(now() + 600));
+                },
+                "token not yet valid",
+            ),
+            (
+                &|m| {
+                    m.insert("aud".into(), json!("other"));
+                },
+                "token audience not accepted",
+            ),
+            (
+                &|m| {
+                    m.insert("iss".into(), json!("evil"));
+                },
+                "token issuer not accepted",
+            ),
+            (
+                &|m| {
+                    m.remove("exp");
+                },
+                "token lacks a required claim",
+            ),
         ];
         for (change, want) in cases {
             assert_eq!(v.verify(&token(base(change), SECRET)).unwrap_err(), want);

@@ -66,8 +66,10 @@ pub fn admin(router: Router, auth: Arc<Auth>) -> Router {
         post(move || async move {
             match reloader.reload() {
                 Ok(()) => Json(json!({"reloaded": true})).into_response(),
-                Err(e) => ApiError::new(StatusCode::BAD_REQUEST, 400, format!("reload failed: {e}"))
-                    .into_response(),
+                Err(e) => {
+                    ApiError::new(StatusCode::BAD_REQUEST, 400, format!("reload failed: {e}"))
+                        .into_response()
+                }
             }
         }),
     );
@@ -83,7 +85,9 @@ pub fn admin(router: Router, auth: Arc<Auth>) -> Router {
 /// or on a WebSocket upgrade a `sluice.bearer.<token>` subprotocol.
 pub fn credential(headers: &HeaderMap) -> Result<Credential<'_>, &'static str> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let value = value.to_str().map_err(|_| "malformed Authorization header")?;
+        let value = value
+            .to_str()
+            .map_err(|_| "malformed Authorization header")?;
         let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
         if !scheme.eq_ignore_ascii_case("bearer") || rest.trim().is_empty() {
             return Err("unsupported Authorization scheme; use Bearer");
@@ -171,7 +175,9 @@ async fn check(State(guard): State<Guard>, request: Request, next: Next) -> Resp
     let (operation, resource_topic) = match access {
         Access::Topic(op) => {
             use axum::extract::FromRequestParts;
-            let params = RawPathParams::from_request_parts(&mut parts, &()).await.ok();
+            let params = RawPathParams::from_request_parts(&mut parts, &())
+                .await
+                .ok();
             (Some(op), params.as_ref().and_then(topic_param))
         }
         Access::Cluster(op) => (Some(op), None),
@@ -234,7 +240,10 @@ async fn check(State(guard): State<Guard>, request: Request, next: Next) -> Resp
         // SSE streams count as subscriptions (WebSocket sessions count each
         // subscribe frame themselves).
         if access != Access::Session {
-            match guard.auth.acquire(&snapshot, &principal.name, Count::Subscriptions) {
+            match guard
+                .auth
+                .acquire(&snapshot, &principal.name, Count::Subscriptions)
+            {
                 Ok(permit) => subscription = permit,
                 Err(error) => return respond(error, None),
             }
@@ -313,7 +322,9 @@ fn with_throttle_time(bytes: Bytes, delay: Duration) -> Bytes {
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(mut object)) => {
             object.insert("throttle_time_ms".into(), json!(delay.as_millis() as u64));
-            serde_json::to_vec(&object).map(Bytes::from).unwrap_or(bytes)
+            serde_json::to_vec(&object)
+                .map(Bytes::from)
+                .unwrap_or(bytes)
         }
         _ => bytes,
     }

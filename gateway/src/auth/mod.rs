@@ -144,7 +144,12 @@ impl Snapshot {
     }
 
     /// Whether the ACLs allow it.
-    pub fn allows(&self, principal: &Principal, operation: Operation, resource: Resource<'_>) -> bool {
+    pub fn allows(
+        &self,
+        principal: &Principal,
+        operation: Operation,
+        resource: Resource<'_>,
+    ) -> bool {
         !self.enabled() || self.acl.allows(principal, operation, resource)
     }
 
@@ -156,7 +161,9 @@ impl Snapshot {
                 None => Err("tokens are not accepted here"),
             }
         } else {
-            self.api_keys.authenticate(credential).ok_or("unknown API key")
+            self.api_keys
+                .authenticate(credential)
+                .ok_or("unknown API key")
         }
     }
 }
@@ -219,11 +226,13 @@ impl Auth {
     /// Quota buckets start afresh under the new limits.
     pub fn reload(&self) -> Result<(), AuthSetupError> {
         let Some(path) = self.source.get() else {
-            return Err(AuthSetupError::Config(sluice_config::ConfigError::Invalid {
-                file: PathBuf::from("(none)"),
-                key: "auth".into(),
-                rule: "the gateway was started without a config file; nothing to reload".into(),
-            }));
+            return Err(AuthSetupError::Config(
+                sluice_config::ConfigError::Invalid {
+                    file: PathBuf::from("(none)"),
+                    key: "auth".into(),
+                    rule: "the gateway was started without a config file; nothing to reload".into(),
+                },
+            ));
         };
         let config = Config::load(path)?;
         self.replace(config.auth.as_ref())
@@ -258,7 +267,9 @@ impl Auth {
                         source: PrincipalSource::Anonymous,
                     }))
                 }
-                None => Err("credentials required: an API key, a bearer token or a client certificate"),
+                None => {
+                    Err("credentials required: an API key, a bearer token or a client certificate")
+                }
             },
         };
         result.map_err(|reason| {
@@ -286,7 +297,12 @@ impl Auth {
 
     /// One unit of `principal`'s connections or subscriptions; 429 when
     /// its quota has them all out.
-    pub fn acquire(&self, snapshot: &Snapshot, principal: &str, count: Count) -> Result<Option<CountPermit>, ApiError> {
+    pub fn acquire(
+        &self,
+        snapshot: &Snapshot,
+        principal: &str,
+        count: Count,
+    ) -> Result<Option<CountPermit>, ApiError> {
         let Some(config) = snapshot.quota(principal) else {
             return Ok(None);
         };
@@ -354,7 +370,10 @@ pub fn respond(error: ApiError, retry_after: Option<Duration>) -> Response {
     let mut response = error.into_response();
     let headers = response.headers_mut();
     if status == StatusCode::UNAUTHORIZED {
-        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(CHALLENGE),
+        );
     }
     if status == StatusCode::TOO_MANY_REQUESTS {
         let secs = retry_after_secs(retry_after.unwrap_or(Duration::from_secs(1)));

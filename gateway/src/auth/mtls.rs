@@ -48,7 +48,10 @@ pub fn client_verifier(config: &MtlsConfig) -> Result<Arc<dyn ClientCertVerifier
 
 /// The principal of a certificate the handshake verified: its subject CN
 /// or its first DNS, URI or e-mail SAN.
-pub fn principal_from_cert(cert: &CertificateDer<'_>, source: CertPrincipalSource) -> Option<String> {
+pub fn principal_from_cert(
+    cert: &CertificateDer<'_>,
+    source: CertPrincipalSource,
+) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     let name = match source {
         CertPrincipalSource::Cn => parsed
@@ -57,18 +60,20 @@ pub fn principal_from_cert(cert: &CertificateDer<'_>, source: CertPrincipalSourc
             .next()
             .and_then(|cn| cn.as_str().ok())
             .map(str::to_owned),
-        CertPrincipalSource::San => parsed
-            .subject_alternative_name()
-            .ok()
-            .flatten()
-            .and_then(|san| {
-                san.value.general_names.iter().find_map(|n| match n {
-                    GeneralName::DNSName(s) | GeneralName::URI(s) | GeneralName::RFC822Name(s) => {
-                        Some((*s).to_owned())
-                    }
-                    _ => None,
+        CertPrincipalSource::San => {
+            parsed
+                .subject_alternative_name()
+                .ok()
+                .flatten()
+                .and_then(|san| {
+                    san.value.general_names.iter().find_map(|n| match n {
+                        GeneralName::DNSName(s)
+                        | GeneralName::URI(s)
+                        | GeneralName::RFC822Name(s) => Some((*s).to_owned()),
+                        _ => None,
+                    })
                 })
-            }),
+        }
     };
     name.filter(|n| !n.is_empty())
 }
@@ -80,17 +85,27 @@ mod tests {
 
     #[test]
     fn principal_from_cn_or_san() {
-        let mut params = CertificateParams::new(vec!["device-7.fleet.example".to_string()]).unwrap();
+        let mut params =
+            CertificateParams::new(vec!["device-7.fleet.example".to_string()]).unwrap();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, "device-7");
         params.distinguished_name = dn;
         let cert = params.self_signed(&KeyPair::generate().unwrap()).unwrap();
         let der = cert.der();
-        assert_eq!(principal_from_cert(der, CertPrincipalSource::Cn).as_deref(), Some("device-7"));
+        assert_eq!(
+            principal_from_cert(der, CertPrincipalSource::Cn).as_deref(),
+            Some("device-7")
+        );
         assert_eq!(
             principal_from_cert(der, CertPrincipalSource::San).as_deref(),
             Some("device-7.fleet.example")
         );
-        assert_eq!(principal_from_cert(&CertificateDer::from(vec![1, 2, 3]), CertPrincipalSource::Cn), None);
+        assert_eq!(
+            principal_from_cert(
+                &CertificateDer::from(vec![1, 2, 3]),
+                CertPrincipalSource::Cn
+            ),
+            None
+        );
     }
 }

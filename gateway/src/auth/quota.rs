@@ -127,7 +127,8 @@ pub enum Rate {
 
 impl Buckets {
     fn new(config: &QuotaConfig, now: Instant) -> Self {
-        let bucket = |rate: Option<u64>| rate.map(|r| Mutex::new(TokenBucket::new(r, config.burst_ms, now)));
+        let bucket =
+            |rate: Option<u64>| rate.map(|r| Mutex::new(TokenBucket::new(r, config.burst_ms, now)));
         Self {
             mode: config.mode,
             produce: bucket(config.produce_bytes_per_sec),
@@ -206,7 +207,9 @@ impl Buckets {
             return Duration::ZERO;
         };
         let mut bucket = bucket.lock().unwrap_or_else(PoisonError::into_inner);
-        bucket.charge(cost as f64, Instant::now()).min(DEFAULT_MAX_THROTTLE)
+        bucket
+            .charge(cost as f64, Instant::now())
+            .min(DEFAULT_MAX_THROTTLE)
     }
 }
 
@@ -266,7 +269,9 @@ impl Counters {
 
 impl Drop for CountPermit {
     fn drop(&mut self) {
-        self.counters.counter(self.count).fetch_sub(1, Ordering::AcqRel);
+        self.counters
+            .counter(self.count)
+            .fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -328,7 +333,9 @@ mod tests {
         assert!(bucket.try_take(60.0, t0).is_ok());
         let wait = bucket.try_take(1.0, t0).unwrap_err();
         assert!((wait.as_secs_f64() - 0.2).abs() < 1e-9, "{wait:?}");
-        assert!(bucket.try_take(1.0, t0 + Duration::from_millis(200)).is_ok());
+        assert!(bucket
+            .try_take(1.0, t0 + Duration::from_millis(200))
+            .is_ok());
     }
 
     #[test]
@@ -336,9 +343,13 @@ mod tests {
         let counters = Arc::new(Counters::default());
         let a = counters.try_acquire(Count::Subscriptions, Some(2)).unwrap();
         let _b = counters.try_acquire(Count::Subscriptions, Some(2)).unwrap();
-        assert!(counters.try_acquire(Count::Subscriptions, Some(2)).is_none());
+        assert!(counters
+            .try_acquire(Count::Subscriptions, Some(2))
+            .is_none());
         drop(a);
-        assert!(counters.try_acquire(Count::Subscriptions, Some(2)).is_some());
+        assert!(counters
+            .try_acquire(Count::Subscriptions, Some(2))
+            .is_some());
         assert!(counters.try_acquire(Count::Connections, None).is_some());
     }
 
@@ -346,7 +357,13 @@ mod tests {
     fn stricter_verdict_wins() {
         let d = |ms| Duration::from_millis(ms);
         assert_eq!(Admit::Go.and(Admit::Delay(d(5))), Admit::Delay(d(5)));
-        assert_eq!(Admit::Delay(d(9)).and(Admit::Reject(d(1))), Admit::Reject(d(1)));
-        assert_eq!(Admit::Delay(d(9)).and(Admit::Delay(d(3))), Admit::Delay(d(9)));
+        assert_eq!(
+            Admit::Delay(d(9)).and(Admit::Reject(d(1))),
+            Admit::Reject(d(1))
+        );
+        assert_eq!(
+            Admit::Delay(d(9)).and(Admit::Delay(d(3))),
+            Admit::Delay(d(9))
+        );
     }
 }

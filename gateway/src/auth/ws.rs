@@ -78,7 +78,9 @@ impl SessionGuard {
         let snapshot = auth.snapshot();
         if let FrameAccess::Auth(token) = frame {
             if self.principal.is_some() {
-                return Verdict::Refuse(ApiError::bad_request("this session is already authenticated"));
+                return Verdict::Refuse(ApiError::bad_request(
+                    "this session is already authenticated",
+                ));
             }
             let peer = context.connection.as_ref().map(|c| c.peer);
             if let Some(wait) = peer.and_then(|p| auth.cooling_down(p)) {
@@ -148,10 +150,7 @@ impl SessionGuard {
             Admit::Delay(pause) => Verdict::Pass { pause, permit },
             Admit::Reject(wait) => {
                 let mut error = over_quota();
-                error.message = format!(
-                    "quota exceeded; retry in {} ms",
-                    wait.as_millis().max(1)
-                );
+                error.message = format!("quota exceeded; retry in {} ms", wait.as_millis().max(1));
                 Verdict::Refuse(error)
             }
         }

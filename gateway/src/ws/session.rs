@@ -51,7 +51,12 @@ pub async fn send(out: &mpsc::Sender<Out>, frame: &ServerFrame<'_>) -> bool {
 }
 
 /// Serves an upgraded connection until either side closes it.
-pub async fn run(socket: WebSocket, state: AppState, settings: SessionSettings, guard: SessionGuard) {
+pub async fn run(
+    socket: WebSocket,
+    state: AppState,
+    settings: SessionSettings,
+    guard: SessionGuard,
+) {
     serve(socket, state, settings, guard).await;
 }
 
