@@ -417,8 +417,7 @@ mod tests {
 
     fn error(text: &str) -> String {
         Config::parse(text, Path::new("t.toml"))
-            .err()
-            .expect("invalid")
+            .expect_err("invalid")
             .to_string()
     }
 

@@ -42,6 +42,8 @@ struct Limits {
     max_connections: usize,
     header_read_timeout: Duration,
     tls_handshake_timeout: Duration,
+    /// Where a client certificate names the principal (client certificates on).
+    cert_principal: Option<CertPrincipalSource>,
 }
 
 /// A running gateway: its listeners, clusters and the tasks serving them.
@@ -212,18 +214,19 @@ impl Gateway {
             max_connections: config.listener.max_connections,
             header_read_timeout: Duration::from_millis(config.listener.header_read_timeout_ms),
             tls_handshake_timeout: Duration::from_millis(config.listener.tls_handshake_timeout_ms),
+            cert_principal: config
+                .auth
+                .as_ref()
+                .and_then(|a| a.mtls.as_ref())
+                .map(|m| m.principal_from),
         };
         let admin_limits = Limits {
             max_connections: config.admin.max_connections,
+            cert_principal: None,
             ..public_limits
         };
 
         let mut listeners = JoinSet::new();
-        let cert_principal = config
-            .auth
-            .as_ref()
-            .and_then(|a| a.mtls.as_ref())
-            .map(|m| m.principal_from);
         listeners.spawn(serve(
             public,
             public_tls.map(|t| TlsAcceptor::from(t.config)),
@@ -232,7 +235,6 @@ impl Gateway {
                 auth.clone(),
                 config.listener.max_body_bytes,
             ),
-            cert_principal,
             public_limits,
             grace,
             shutdown.subscribe(),
@@ -244,7 +246,6 @@ impl Gateway {
                 crate::admin::router(federation.clone(), shutdown.clone()),
                 auth.clone(),
             ),
-            None,
             admin_limits,
             grace,
             shutdown.subscribe(),
@@ -348,7 +349,6 @@ async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     router: Router,
-    cert_principal: Option<CertPrincipalSource>,
     limits: Limits,
     grace: Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -392,17 +392,7 @@ async fn serve(
         let watcher = graceful.watcher();
         connections.spawn(async move {
             let _permit = permit;
-            serve_connection(
-                stream,
-                peer,
-                tls,
-                router,
-                cert_principal,
-                builder,
-                limits,
-                watcher,
-            )
-            .await;
+            serve_connection(stream, peer, tls, router, builder, limits, watcher).await;
         });
     }
     drop(listener);
@@ -426,7 +416,6 @@ async fn serve_connection(
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     router: Router,
-    cert_principal: Option<CertPrincipalSource>,
     builder: auto::Builder<TokioExecutor>,
     limits: Limits,
     watcher: hyper_util::server::graceful::Watcher,
@@ -459,7 +448,7 @@ async fn serve_connection(
                         return;
                     }
                 };
-            let principal = cert_principal.and_then(|source| {
+            let principal = limits.cert_principal.and_then(|source| {
                 let cert = stream.get_ref().1.peer_certificates()?.first()?;
                 crate::auth::mtls::principal_from_cert(cert, source)
             });

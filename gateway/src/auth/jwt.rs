@@ -288,7 +288,8 @@ mod tests {
             (ok.name.as_str(), ok.groups.as_slice()),
             ("alice", &["web".to_string()][..])
         );
-        let cases: [(&dyn Fn(&mut Map<String, Value>), &str); 5] = [
+        type Change<'a> = &'a dyn Fn(&mut Map<String, Value>);
+        let cases: [(Change, &str); 5] = [
             (
                 &|m| {
                     m.insert("exp".into(), json!(now() - 600));
