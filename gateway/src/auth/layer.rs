@@ -128,18 +128,22 @@ fn topic_param(params: &RawPathParams) -> Option<String> {
 async fn check(State(guard): State<Guard>, request: Request, next: Next) -> Response {
     let snapshot = guard.auth.snapshot();
     let (mut parts, body) = request.into_parts();
-    let route = parts
-        .extensions
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned());
-    let access = (guard.table)(&parts.method, route.as_deref());
     let connection = parts.extensions.get::<Arc<Connection>>().cloned();
     let mut context = AuthContext {
         auth: Arc::clone(&guard.auth),
         principal: None,
         connection: connection.clone(),
     };
-    if !snapshot.enabled() || access == Access::Public {
+    if !snapshot.enabled() {
+        parts.extensions.insert(context);
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    let route = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let access = (guard.table)(&parts.method, route.as_deref());
+    if access == Access::Public {
         parts.extensions.insert(context);
         return next.run(Request::from_parts(parts, body)).await;
     }

@@ -77,6 +77,11 @@ impl SessionGuard {
         let auth = Arc::clone(&context.auth);
         let snapshot = auth.snapshot();
         if let FrameAccess::Auth(token) = frame {
+            if !snapshot.enabled() {
+                return Verdict::Refuse(ApiError::bad_request(
+                    "authentication is not configured on this gateway",
+                ));
+            }
             if self.principal.is_some() {
                 return Verdict::Refuse(ApiError::bad_request(
                     "this session is already authenticated",
