@@ -31,7 +31,8 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// A full bucket for `rate_per_sec` holding `burst_ms` worth of it.
     pub fn new(rate_per_sec: u64, burst_ms: u64, now: Instant) -> Self {
-        let rate = rate_per_sec as f64;
+        // Validation keeps rates at 1 or more; a 0 here must not divide by zero.
+        let rate = rate_per_sec.max(1) as f64;
         let burst = (rate * burst_ms as f64 / 1000.0).max(1.0);
         Self {
             rate,
@@ -61,7 +62,7 @@ impl TokenBucket {
         if self.tokens >= 0.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64(-self.tokens / self.rate)
+            secs(-self.tokens / self.rate)
         }
     }
 
@@ -76,9 +77,14 @@ impl TokenBucket {
             self.tokens -= cost;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64(-self.tokens / self.rate))
+            Err(secs(-self.tokens / self.rate))
         }
     }
+}
+
+/// Seconds as a duration, never panicking on an absurd debt.
+fn secs(seconds: f64) -> Duration {
+    Duration::try_from_secs_f64(seconds).unwrap_or(DEFAULT_MAX_THROTTLE)
 }
 
 /// What a quota says about a request.
