@@ -176,12 +176,19 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[index] as f64 / 1000.0
 }
 
-async fn run() {
+async fn run(gateway_runtime: &tokio::runtime::Handle) {
     println!(
         "phase | calm requests | calm p50 ms | calm p99 ms | noisy answered 200 | noisy refused"
     );
     for mode in [QuotaMode::Throttle, QuotaMode::Reject] {
-        let setup = Arc::new(start(mode).await);
+        // The gateway runs on its own runtime, as in its own process; the
+        // clients share this one.
+        let setup = Arc::new(
+            gateway_runtime
+                .spawn(start(mode))
+                .await
+                .expect("gateway starts"),
+        );
         // Warm up connections and topic creation.
         for topic in ["calm.t", "noisy.t"] {
             produce(&setup, topic, &setup.calm_key, body(10)).await;
@@ -207,17 +214,28 @@ async fn run() {
         );
         println!("p99 ratio ({mode:?}): {:.2}", p99_with / p99_alone);
         if let Ok(setup) = Arc::try_unwrap(setup) {
-            setup.gateway.stop().await;
+            let gateway = setup.gateway;
+            gateway_runtime
+                .spawn(gateway.stop())
+                .await
+                .expect("gateway stops");
         }
     }
 }
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing to parse.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let gateway_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .thread_name("gateway")
         .enable_all()
         .build()
-        .expect("runtime");
-    runtime.block_on(run());
+        .expect("gateway runtime");
+    let clients = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("clients")
+        .enable_all()
+        .build()
+        .expect("client runtime");
+    clients.block_on(run(gateway_runtime.handle()));
 }

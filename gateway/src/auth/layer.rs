@@ -219,6 +219,11 @@ async fn check(State(guard): State<Guard>, request: Request, next: Next) -> Resp
     let mut subscription = None;
     if let Some(buckets) = &buckets {
         admit = buckets.admit(Rate::Requests, 1);
+        if operation == Some(Operation::Produce) {
+            // In reject mode a principal in debt is refused before its body
+            // is read, so refusing a flood costs little.
+            admit = admit.and(buckets.precheck(Rate::Produce));
+        }
         if operation == Some(Operation::Produce) && !matches!(admit, Admit::Reject(_)) {
             let bytes = match axum::body::to_bytes(body, guard.max_body_bytes).await {
                 Ok(bytes) => bytes,

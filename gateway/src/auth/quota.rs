@@ -173,8 +173,8 @@ impl Buckets {
         }
     }
 
-    /// For a cost known only after the work (records read): refuses (in
-    /// reject mode) while the bucket is still in debt from earlier reads.
+    /// Refuses (in reject mode) while the bucket is still in debt, before
+    /// the cost is known: records not yet read, a body not yet received.
     pub fn precheck(&self, rate: Rate) -> Admit {
         let Some(bucket) = self.bucket(rate) else {
             return Admit::Go;
