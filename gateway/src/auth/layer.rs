@@ -338,3 +338,108 @@ fn with_throttle_time(bytes: Bytes, delay: Duration) -> Bytes {
         _ => bytes,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Request as HttpRequest;
+    use axum::routing::get;
+    use sluice_config::{AclRule, ApiKeyConfig, AuthConfig, Config};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    const KEY: &str = "sk_unit-test-key";
+
+    fn router() -> Router {
+        let mut config = Config::default();
+        config.auth = Some(AuthConfig {
+            api_keys: vec![ApiKeyConfig {
+                principal: "dev".into(),
+                key_sha256: super::super::apikey::hash_key(KEY),
+                groups: vec![],
+            }],
+            acls: vec![AclRule {
+                principal: Some("dev".into()),
+                group: None,
+                topic: Some("mine".into()),
+                prefix: None,
+                operations: vec![Operation::Produce],
+            }],
+            ..AuthConfig::default()
+        });
+        let auth = Auth::new(&config).unwrap();
+        let inner = Router::new()
+            .route("/topics/{topic}", post(|| async { "written" }))
+            .route("/openapi.json", get(|| async { "{}" }))
+            .route("/consumers/{group}", get(|| async { "new route" }));
+        public(inner, auth, 1024)
+    }
+
+    async fn call(uri: &str, method: Method, key: Option<&str>) -> (StatusCode, HeaderMap, Value) {
+        let mut request = HttpRequest::builder().method(method).uri(uri);
+        if let Some(key) = key {
+            request = request.header("x-api-key", key);
+        }
+        let response = router()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (parts.status, parts.headers, json)
+    }
+
+    #[tokio::test]
+    async fn who_are_you_may_you_and_unlisted_routes() {
+        let (status, headers, body) = call("/topics/mine", Method::POST, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(headers.contains_key(header::WWW_AUTHENTICATE));
+        assert_eq!(body["error_code"], 40101);
+        assert_eq!(
+            call("/topics/mine", Method::POST, Some(KEY)).await.0,
+            StatusCode::OK
+        );
+        let (status, _, body) = call("/topics/theirs", Method::POST, Some(KEY)).await;
+        assert_eq!(
+            (status, body["error_code"].as_u64()),
+            (StatusCode::FORBIDDEN, Some(40301))
+        );
+        // A route nobody put in the access table is closed.
+        assert_eq!(
+            call("/consumers/g", Method::GET, Some(KEY)).await.0,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            call("/openapi.json", Method::GET, None).await.0,
+            StatusCode::OK
+        );
+    }
+
+    #[test]
+    fn credentials_from_headers_and_subprotocols() {
+        let mut headers = HeaderMap::new();
+        assert!(matches!(credential(&headers), Ok(Credential::None)));
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("sluice.v1, sluice.bearer.abc"),
+        );
+        assert!(matches!(
+            credential(&headers),
+            Ok(Credential::Secret("abc"))
+        ));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic eDp5"),
+        );
+        assert!(credential(&headers).is_err());
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer  tok "),
+        );
+        assert!(matches!(
+            credential(&headers),
+            Ok(Credential::Secret("tok"))
+        ));
+    }
+}
