@@ -351,22 +351,24 @@ mod tests {
     const KEY: &str = "sk_unit-test-key";
 
     fn router() -> Router {
-        let mut config = Config::default();
-        config.auth = Some(AuthConfig {
-            api_keys: vec![ApiKeyConfig {
-                principal: "dev".into(),
-                key_sha256: super::super::apikey::hash_key(KEY),
-                groups: vec![],
-            }],
-            acls: vec![AclRule {
-                principal: Some("dev".into()),
-                group: None,
-                topic: Some("mine".into()),
-                prefix: None,
-                operations: vec![Operation::Produce],
-            }],
-            ..AuthConfig::default()
-        });
+        let config = Config {
+            auth: Some(AuthConfig {
+                api_keys: vec![ApiKeyConfig {
+                    principal: "dev".into(),
+                    key_sha256: super::super::apikey::hash_key(KEY),
+                    groups: vec![],
+                }],
+                acls: vec![AclRule {
+                    principal: Some("dev".into()),
+                    group: None,
+                    topic: Some("mine".into()),
+                    prefix: None,
+                    operations: vec![Operation::Produce],
+                }],
+                ..AuthConfig::default()
+            }),
+            ..Config::default()
+        };
         let auth = Auth::new(&config).unwrap();
         let inner = Router::new()
             .route("/topics/{topic}", post(|| async { "written" }))
