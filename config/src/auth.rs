@@ -126,8 +126,9 @@ pub struct JwtKeyConfig {
     /// HS256: a file holding the shared secret (its bytes, trailing newline trimmed).
     #[serde(default)]
     pub secret_file: Option<PathBuf>,
-    /// HS256: the shared secret inline (prefer `secret_file`).
-    #[serde(default)]
+    /// HS256: the shared secret inline (prefer `secret_file`). Never
+    /// written back out (`sluice check-config` leaves it out).
+    #[serde(default, skip_serializing)]
     pub secret: Option<String>,
     /// RS256: a PEM file with the public key (SPKI or PKCS#1).
     #[serde(default)]
