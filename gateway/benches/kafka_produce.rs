@@ -55,8 +55,13 @@ fn setup(runtime: &tokio::runtime::Runtime) -> Setup {
         config.clusters = vec![ClusterConfig::kafka("kafka-0", &bed.bootstrap(0))];
         let gateway = Gateway::start(config).await.expect("gateway");
         let ca = std::fs::read(gateway.generated_ca_file.clone().unwrap()).unwrap();
+        // HTTP/1.1 with a connection per request in flight, as many REST
+        // clients behave; one HTTP/2 connection would put all the TLS of
+        // both sides on one task each.
         let http = reqwest::Client::builder()
             .use_rustls_tls()
+            .http1_only()
+            .pool_max_idle_per_host(CONCURRENCY)
             .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
             .build()
             .unwrap();

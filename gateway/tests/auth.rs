@@ -618,7 +618,7 @@ async fn websocket_token_by_subprotocol_and_by_first_frame() {
     // No credentials: 401 before any upgrade; a bad token likewise.
     assert_eq!(Ws::connect(&gw, "", None).await.err(), Some(401));
     assert_eq!(
-        Ws::connect(&gw, "", Some("sluice.v1, sluice.bearer.sk_wrong"))
+        Ws::connect(&gw, "", Some("sluice.v1.json, sluice.bearer.sk_wrong"))
             .await
             .err(),
         Some(401)
@@ -626,10 +626,14 @@ async fn websocket_token_by_subprotocol_and_by_first_frame() {
 
     // A browser's JWT as a subprotocol; only the real subprotocol is echoed.
     let token = hs_token(&claims("browser-1", &["web"]), HS_SECRET);
-    let mut ws = Ws::connect(&gw, "", Some(&format!("sluice.v1, sluice.bearer.{token}")))
-        .await
-        .expect("upgrade");
-    assert_eq!(ws.protocol.as_deref(), Some("sluice.v1"));
+    let mut ws = Ws::connect(
+        &gw,
+        "",
+        Some(&format!("sluice.v1.json, sluice.bearer.{token}")),
+    )
+    .await
+    .expect("upgrade");
+    assert_eq!(ws.protocol.as_deref(), Some("sluice.v1.json"));
     let ack = ws.produce("p1", "chat").await;
     assert_eq!(ack["type"], "ack", "{ack}");
     let denied = ws.produce("p2", "news").await;
@@ -888,9 +892,13 @@ async fn websocket_throttle_pauses_and_says_so() {
     })
     .await;
     let token = hs_token(&claims("browser-2", &["web"]), HS_SECRET);
-    let mut ws = Ws::connect(&gw, "", Some(&format!("sluice.v1, sluice.bearer.{token}")))
-        .await
-        .expect("upgrade");
+    let mut ws = Ws::connect(
+        &gw,
+        "",
+        Some(&format!("sluice.v1.json, sluice.bearer.{token}")),
+    )
+    .await
+    .expect("upgrade");
     let big = "QUFB".repeat(100);
     let mut throttles = 0;
     let started = std::time::Instant::now();

@@ -194,7 +194,7 @@ async fn no_key_or_token_reaches_the_log() {
     }
     let port = port_of(&process.url);
     for (token, ok) in [(&good_token, true), (&forged, false), (&good_key, true)] {
-        let offered = format!("sluice.v1, sluice.bearer.{token}");
+        let offered = format!("sluice.v1.json, sluice.bearer.{token}");
         let result = ws(&data_dir, port, "", Some(&offered)).await;
         assert_eq!(result.is_ok(), ok);
         if let Ok(mut stream) = result {
@@ -315,7 +315,7 @@ async fn acl_changes_apply_on_sighup_and_admin_reload_without_dropping_connectio
     let port = port_of(&process.url);
 
     let mut conn = KeepAlive::open(&data_dir, port).await;
-    let offered = format!("sluice.v1, sluice.bearer.{app_key}");
+    let offered = format!("sluice.v1.json, sluice.bearer.{app_key}");
     let mut session = ws(&data_dir, port, "", Some(&offered)).await.unwrap();
     assert_eq!(conn.produce("a.x", &app_key).await, 200);
     assert_eq!(conn.produce("b.x", &app_key).await, 403);

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use ciborium::Value as Cbor;
 use common::TestGateway;
 use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
@@ -19,6 +20,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -37,6 +39,23 @@ struct Ws {
 impl Ws {
     /// Opens `wss://localhost:PORT/v1/ws{query}`.
     async fn connect(gw: &TestGateway, query: &str) -> Self {
+        Self::connect_offering(gw, query, None).await.0
+    }
+
+    /// [`Ws::connect`] offering subprotocols (comma-separated); also returns
+    /// the one the gateway selected.
+    async fn connect_offering(
+        gw: &TestGateway,
+        query: &str,
+        protocols: Option<&str>,
+    ) -> (Self, Option<String>) {
+        let tls = Self::tls(gw).await;
+        let url = format!("wss://localhost:{}/v1/ws{query}", gw.addr.port());
+        Self::upgrade_on(tls, url, protocols).await
+    }
+
+    /// A TLS connection to the gateway, trusting its CA.
+    async fn tls(gw: &TestGateway) -> TlsStream<TcpStream> {
         let ca = gw.data_dir.path().join("tls/ca.pem");
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_file_iter(&ca).expect("CA file") {
@@ -49,20 +68,78 @@ impl Ws {
             .with_root_certificates(roots)
             .with_no_client_auth();
         let tcp = TcpStream::connect(gw.addr).await.expect("TCP connect");
-        let tls = TlsConnector::from(Arc::new(config))
+        TlsConnector::from(Arc::new(config))
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await
-            .expect("TLS handshake");
-        let url = format!("wss://localhost:{}/v1/ws{query}", gw.addr.port());
-        let (stream, response) = tokio::time::timeout(
-            FRAME_WAIT,
-            tokio_tungstenite::client_async(url.as_str(), tls),
-        )
-        .await
-        .expect("upgrade in time")
-        .expect("WebSocket upgrade");
+            .expect("TLS handshake")
+    }
+
+    /// [`Ws::connect`] offering subprotocols, on an open TLS stream.
+    async fn upgrade_on(
+        tls: TlsStream<TcpStream>,
+        url: String,
+        protocols: Option<&str>,
+    ) -> (Self, Option<String>) {
+        let mut request = url.into_client_request().expect("request");
+        if let Some(protocols) = protocols {
+            request
+                .headers_mut()
+                .insert("sec-websocket-protocol", protocols.parse().unwrap());
+        }
+        let (stream, response) =
+            tokio::time::timeout(FRAME_WAIT, tokio_tungstenite::client_async(request, tls))
+                .await
+                .expect("upgrade in time")
+                .expect("WebSocket upgrade");
         assert_eq!(response.status().as_u16(), 101);
-        Self { stream }
+        let selected = response
+            .headers()
+            .get("sec-websocket-protocol")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (Self { stream }, selected)
+    }
+
+    /// An upgrade the gateway must refuse: its status and body.
+    async fn refused(gw: &TestGateway, query: &str) -> (u16, Vec<u8>) {
+        let tls = Self::tls(gw).await;
+        let url = format!("wss://localhost:{}/v1/ws{query}", gw.addr.port());
+        match tokio_tungstenite::client_async(url.as_str(), tls).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => (
+                response.status().as_u16(),
+                response.body().clone().unwrap_or_default(),
+            ),
+            Err(other) => panic!("expected an HTTP refusal, got {other}"),
+            Ok(_) => panic!("the upgrade to {query} was accepted"),
+        }
+    }
+
+    async fn send_cbor(&mut self, frame: &Cbor) {
+        let mut bytes = Vec::new();
+        ciborium::ser::into_writer(frame, &mut bytes).expect("CBOR");
+        self.send_bytes(bytes).await;
+    }
+
+    async fn send_bytes(&mut self, bytes: Vec<u8>) {
+        self.stream
+            .send(Message::binary(bytes))
+            .await
+            .expect("frame sent");
+    }
+
+    /// The next CBOR binary frame, within [`FRAME_WAIT`].
+    async fn next_cbor(&mut self) -> Cbor {
+        loop {
+            let message = tokio::time::timeout(FRAME_WAIT, self.stream.next())
+                .await
+                .expect("a frame arrives in time");
+            match message {
+                Some(Ok(Message::Binary(bytes))) => {
+                    return ciborium::de::from_reader(bytes.as_ref()).expect("CBOR frame")
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a binary frame, got {other:?}"),
+            }
+        }
     }
 
     async fn send(&mut self, frame: Value) {
@@ -636,5 +713,158 @@ async fn malformed_frames_get_errors_and_the_connection_stays_usable() {
     assert!(response.status().is_client_error(), "{}", response.status());
     let body: Value = response.json().await.expect("JSON error");
     assert!(body["error_code"].is_u64(), "{body}");
+    gw.stop().await;
+}
+
+/// A CBOR map with text keys.
+fn cbor_map(entries: Vec<(&str, Cbor)>) -> Cbor {
+    Cbor::Map(
+        entries
+            .into_iter()
+            .map(|(k, v)| (Cbor::Text(k.to_owned()), v))
+            .collect(),
+    )
+}
+
+fn text(s: &str) -> Cbor {
+    Cbor::Text(s.to_owned())
+}
+
+/// A field of a CBOR map; panics naming it when absent.
+fn field<'a>(frame: &'a Cbor, name: &str) -> &'a Cbor {
+    frame
+        .as_map()
+        .unwrap_or_else(|| panic!("not a map: {frame:?}"))
+        .iter()
+        .find(|(k, _)| k.as_text() == Some(name))
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no {name} in {frame:?}"))
+}
+
+fn uint(value: &Cbor) -> u64 {
+    u64::try_from(value.as_integer().expect("integer")).expect("u64")
+}
+
+#[tokio::test]
+async fn cbor_framing_carries_raw_bytes_both_ways() {
+    let gw = TestGateway::start().await;
+    gw.create_topic("cbor", 2).await;
+    // Chosen by subprotocol, echoed by the handshake.
+    let (mut ws, selected) =
+        Ws::connect_offering(&gw, "", Some("sluice.v1.cbor, other.protocol")).await;
+    assert_eq!(selected.as_deref(), Some("sluice.v1.cbor"));
+
+    // Bytes that are neither UTF-8 nor base64, sent as they are.
+    let value = vec![0xff, 0x00, 0xfe, 0x80];
+    let record = cbor_map(vec![
+        ("partition", Cbor::Integer(1.into())),
+        ("key", Cbor::Bytes(b"k-1".to_vec())),
+        ("value", Cbor::Bytes(value.clone())),
+        (
+            "headers",
+            Cbor::Array(vec![cbor_map(vec![
+                ("name", text("h")),
+                ("value", Cbor::Bytes(vec![0x01, 0x02])),
+            ])]),
+        ),
+    ]);
+    ws.send_cbor(&cbor_map(vec![
+        ("type", text("produce")),
+        ("id", text("c1")),
+        ("topic", text("cbor")),
+        ("records", Cbor::Array(vec![record])),
+    ]))
+    .await;
+    let ack = ws.next_cbor().await;
+    assert_eq!(field(&ack, "type"), &text("ack"), "{ack:?}");
+    assert_eq!(field(&ack, "id"), &text("c1"));
+    let offsets = field(&ack, "offsets").as_array().unwrap();
+    assert_eq!(uint(field(&offsets[0], "partition")), 1);
+    assert_eq!(uint(field(&offsets[0], "offset")), 0);
+
+    // The same record over REST, base64 as REST always gives.
+    let rest = rest_read(&gw, "cbor", 1, "offset=0").await;
+    assert_eq!(rest[0]["value"], BASE64.encode(&value));
+
+    // Pushed back in CBOR with the bytes intact.
+    ws.send_cbor(&cbor_map(vec![
+        ("type", text("subscribe")),
+        ("id", text("s1")),
+        ("topic", text("cbor")),
+        ("from", text("earliest")),
+    ]))
+    .await;
+    let subscribed = ws.next_cbor().await;
+    assert_eq!(field(&subscribed, "type"), &text("subscribed"));
+    let pushed = ws.next_cbor().await;
+    assert_eq!(field(&pushed, "type"), &text("record"), "{pushed:?}");
+    assert_eq!(field(&pushed, "value"), &Cbor::Bytes(value));
+    assert_eq!(field(&pushed, "key"), &Cbor::Bytes(b"k-1".to_vec()));
+    let header = &field(&pushed, "headers").as_array().unwrap()[0];
+    assert_eq!(field(header, "value"), &Cbor::Bytes(vec![0x01, 0x02]));
+    assert!(field(&pushed, "cursor").as_text().is_some());
+    ws.close_cleanly().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn cbor_errors_name_what_was_wrong_and_keep_the_connection() {
+    let gw = TestGateway::start().await;
+    gw.create_topic("cbor-err", 1).await;
+    let (mut ws, _) = Ws::connect_offering(&gw, "?framing=cbor", None).await;
+
+    // Not CBOR at all.
+    ws.send_bytes(vec![0xff, 0xff]).await;
+    let error = ws.next_cbor().await;
+    assert_eq!(uint(field(&error, "error_code")), 400);
+    let message = field(&error, "message").as_text().unwrap().to_owned();
+    assert!(message.starts_with("malformed CBOR"), "{message}");
+
+    // A value that is neither bytes nor text: the path is named and the id
+    // correlates the answer.
+    ws.send_cbor(&cbor_map(vec![
+        ("type", text("produce")),
+        ("id", text("c9")),
+        ("topic", text("cbor-err")),
+        (
+            "records",
+            Cbor::Array(vec![cbor_map(vec![("value", Cbor::Integer(5.into()))])]),
+        ),
+    ]))
+    .await;
+    let error = ws.next_cbor().await;
+    assert_eq!(field(&error, "id"), &text("c9"));
+    let message = field(&error, "message").as_text().unwrap().to_owned();
+    assert!(message.contains("records[0].value"), "{message}");
+
+    // A text frame on a CBOR connection.
+    ws.send_text(r#"{"type":"ping"}"#).await;
+    let error = ws.next_cbor().await;
+    let message = field(&error, "message").as_text().unwrap().to_owned();
+    assert!(message.contains("CBOR binary"), "{message}");
+
+    // Still usable.
+    ws.send_cbor(&cbor_map(vec![("type", text("ping"))])).await;
+    assert_eq!(field(&ws.next_cbor().await, "type"), &text("pong"));
+    ws.close().await;
+
+    // A binary frame on a JSON connection is answered in JSON.
+    let mut json_ws = Ws::connect(&gw, "").await;
+    json_ws.send_bytes(vec![0xa0]).await;
+    let error = json_ws.expect("error").await;
+    assert!(
+        error["message"].as_str().unwrap().contains("JSON text"),
+        "{error}"
+    );
+    json_ws.close().await;
+
+    // An unknown framing is refused before the upgrade.
+    let (status, body) = Ws::refused(&gw, "?framing=xml").await;
+    assert_eq!(status, 400);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("framing"),
+        "{body}"
+    );
     gw.stop().await;
 }

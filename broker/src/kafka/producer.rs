@@ -296,29 +296,35 @@ async fn send_all(
     }
 
     // Every record is in flight already: waiting for the reports in order
-    // takes as long as the slowest one.
+    // takes as long as the slowest one. One timer covers them all.
     let mut produced = Vec::with_capacity(placed.len());
-    for (record, delivery) in placed.iter().zip(deliveries) {
-        let report = tokio::time::timeout_at(deadline.tokio_instant(), delivery).await;
-        match report {
-            Ok(Ok(Ok(delivered))) => produced.push(ProducedOffset {
-                partition: delivered.partition.max(0) as u32,
-                offset: Some(delivered.offset.max(0) as u64),
-                timestamp_ms: match delivered.timestamp {
-                    Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => t,
-                    Timestamp::NotAvailable => record.timestamp_ms,
-                },
-            }),
-            Ok(Ok(Err((e, _)))) => return Err(produce_error(&cluster, &topic, record, limit, &e)),
-            Ok(Err(_canceled)) => {
-                return Err(unavailable(
-                    &cluster,
-                    "producing",
-                    "the producer was shut down",
-                ))
+    let reports = async {
+        for (record, delivery) in placed.iter().zip(deliveries) {
+            match delivery.await {
+                Ok(Ok(delivered)) => produced.push(ProducedOffset {
+                    partition: delivered.partition.max(0) as u32,
+                    offset: Some(delivered.offset.max(0) as u64),
+                    timestamp_ms: match delivered.timestamp {
+                        Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => t,
+                        Timestamp::NotAvailable => record.timestamp_ms,
+                    },
+                }),
+                Ok(Err((e, _))) => return Err(produce_error(&cluster, &topic, record, limit, &e)),
+                Err(_canceled) => {
+                    return Err(unavailable(
+                        &cluster,
+                        "producing",
+                        "the producer was shut down",
+                    ))
+                }
             }
-            Err(_) => return Err(unavailable(&cluster, "producing", STALLED)),
         }
+        Ok(())
+    };
+    match tokio::time::timeout_at(deadline.tokio_instant(), reports).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err(unavailable(&cluster, "producing", STALLED)),
     }
     Ok(produced)
 }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use serde_json::json;
 use sluice_config::Operation;
 
 use super::acl::Resource;
@@ -29,8 +28,8 @@ pub enum Verdict {
         /// The subscription's quota unit.
         permit: Option<CountPermit>,
     },
-    /// Auth answered it (an `auth` frame); send this text.
-    Answered(String),
+    /// A good `auth` frame: the session is now this principal.
+    Authenticated(String),
     /// Refuse it with an error frame.
     Refuse(ApiError),
     /// Refuse it and close the connection.
@@ -105,9 +104,9 @@ impl SessionGuard {
                             return Verdict::Close(error);
                         }
                     }
-                    let answer = json!({"type": "authenticated", "principal": principal.name});
+                    let name = principal.name.clone();
                     self.principal = Some(principal);
-                    Verdict::Answered(answer.to_string())
+                    Verdict::Authenticated(name)
                 }
                 Err(error) => Verdict::Close(error),
             };
@@ -167,9 +166,4 @@ fn pass() -> Verdict {
         pause: Duration::ZERO,
         permit: None,
     }
-}
-
-/// The `throttle` notice sent before a session pauses its reads.
-pub fn throttle_frame(pause: Duration) -> String {
-    json!({"type": "throttle", "throttle_time_ms": pause.as_millis() as u64}).to_string()
 }

@@ -23,10 +23,15 @@ pub const BASE64_IN: GeneralPurpose = GeneralPurpose::new(
 
 /// Decodes base64 found at `path` in the body, naming the path on failure.
 pub fn decode_base64(text: &str, path: &str) -> Result<Bytes, ApiError> {
+    decode_base64_at(text, || path.to_owned())
+}
+
+/// [`decode_base64`] that builds the path only when it is needed.
+pub fn decode_base64_at(text: &str, path: impl FnOnce() -> String) -> Result<Bytes, ApiError> {
     BASE64_IN
         .decode(text)
         .map(Bytes::from)
-        .map_err(|e| ApiError::unprocessable(format!("{path}: invalid base64: {e}")))
+        .map_err(|e| ApiError::unprocessable(format!("{}: invalid base64: {e}", path())))
 }
 
 /// Path parameters, percent-decoded. Non-UTF-8 parameters are a 400.
@@ -168,6 +173,14 @@ pub async fn read_body(request: Request, limit: usize) -> Result<Bytes, ApiError
 /// Parses a JSON object body: bad syntax is a 400 with serde_json's line
 /// and column, the wrong shape a 422 naming the path to the offending field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Most bodies are valid: read them without tracking paths, and read
+    // again with tracking only to explain a failure. (serde would accept
+    // a struct written as an array; bodies here are objects.)
+    if bytes.trim_ascii_start().first() == Some(&b'{') {
+        if let Ok(value) = serde_json::from_slice(bytes) {
+            return Ok(value);
+        }
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let result = serde_path_to_error::deserialize(&mut deserializer)
         .map_err(|e| {

@@ -35,6 +35,84 @@ impl<'de> Deserialize<'de> for CompactJson {
     }
 }
 
+/// A produced key or value as the body gave it: a JSON string kept as its
+/// text (what the binary format decodes as base64, with no transcoding),
+/// or any other JSON value as compact text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Embedded {
+    /// A JSON string's contents, unescaped.
+    Str(String),
+    /// Any other JSON value, compact.
+    Other(CompactJson),
+}
+
+impl Embedded {
+    /// The value as compact JSON text.
+    pub fn into_json(self) -> Vec<u8> {
+        match self {
+            // Serializing a string cannot fail.
+            Self::Str(text) => serde_json::to_vec(&text).unwrap_or_default(),
+            Self::Other(json) => json.0,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Embedded {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(EmbeddedVisitor)
+    }
+}
+
+struct EmbeddedVisitor;
+
+/// Strings are kept; everything else goes to a [`Writer`].
+macro_rules! other {
+    ($name:ident, $t:ty) => {
+        fn $name<E: serde::de::Error>(self, v: $t) -> Result<Embedded, E> {
+            let mut out = Vec::new();
+            Writer(&mut out).$name(v)?;
+            Ok(Embedded::Other(CompactJson(out)))
+        }
+    };
+}
+
+impl<'de> Visitor<'de> for EmbeddedVisitor {
+    type Value = Embedded;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Embedded, E> {
+        Ok(Embedded::Str(v.to_owned()))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Embedded, E> {
+        Ok(Embedded::Str(v))
+    }
+
+    other!(visit_bool, bool);
+    other!(visit_i64, i64);
+    other!(visit_u64, u64);
+    other!(visit_f64, f64);
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Embedded, E> {
+        Ok(Embedded::Other(CompactJson(b"null".to_vec())))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Embedded, A::Error> {
+        let mut out = Vec::new();
+        Writer(&mut out).visit_seq(seq)?;
+        Ok(Embedded::Other(CompactJson(out)))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Embedded, A::Error> {
+        let mut out = Vec::new();
+        Writer(&mut out).visit_map(map)?;
+        Ok(Embedded::Other(CompactJson(out)))
+    }
+}
+
 /// Writes the value it visits to the buffer.
 struct Writer<'a>(&'a mut Vec<u8>);
 

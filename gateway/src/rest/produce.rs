@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sluice_broker::{Header, ProduceRecord, ProducedOffset};
 
-use super::extract::{decode_base64, parse_json, read_body, PathParams, QueryParams};
-use super::json_bytes::CompactJson;
+use super::extract::{decode_base64_at, parse_json, read_body, PathParams, QueryParams};
+use super::json_bytes::Embedded;
 use super::media::{self, EmbeddedFormat};
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -29,8 +29,8 @@ struct ProduceBody {
 #[derive(Debug, Deserialize)]
 #[serde(expecting = "a record object")]
 struct RecordIn {
-    key: Option<CompactJson>,
-    value: Option<CompactJson>,
+    key: Option<Embedded>,
+    value: Option<Embedded>,
     partition: Option<u32>,
     /// Sluice extension, in the v3 shape.
     headers: Option<Vec<HeaderIn>>,
@@ -54,7 +54,7 @@ pub fn decode_headers(headers: Vec<HeaderIn>, path: &str) -> Result<Vec<Header>,
         .enumerate()
         .map(|(i, h)| {
             let value = match h.value {
-                Some(text) => decode_base64(&text, &format!("{path}[{i}].value"))?,
+                Some(text) => decode_base64_at(&text, || format!("{path}[{i}].value"))?,
                 None => bytes::Bytes::new(),
             };
             Ok(Header {
@@ -194,12 +194,12 @@ fn to_record(
     }
     Ok(ProduceRecord {
         partition,
-        key: embedded(record.key, format, &format!("records[{i}].key"))?,
-        value: embedded(record.value, format, &format!("records[{i}].value"))?,
-        headers: decode_headers(
-            record.headers.unwrap_or_default(),
-            &format!("records[{i}].headers"),
-        )?,
+        key: embedded(record.key, format, || format!("records[{i}].key"))?,
+        value: embedded(record.value, format, || format!("records[{i}].value"))?,
+        headers: match record.headers {
+            None => Vec::new(),
+            Some(headers) => decode_headers(headers, &format!("records[{i}].headers"))?,
+        },
         timestamp_ms: record.timestamp,
     })
 }
@@ -207,21 +207,18 @@ fn to_record(
 /// The bytes of an embedded key or value: the JSON text itself, or the
 /// decoded base64 string.
 fn embedded(
-    value: Option<CompactJson>,
+    value: Option<Embedded>,
     format: EmbeddedFormat,
-    path: &str,
+    path: impl FnOnce() -> String,
 ) -> Result<Option<bytes::Bytes>, ApiError> {
     let Some(value) = value else { return Ok(None) };
-    match format {
-        EmbeddedFormat::Json => Ok(Some(value.0.into())),
-        EmbeddedFormat::Binary => {
-            let text = value.as_string().ok_or_else(|| {
-                ApiError::unprocessable(format!(
-                    "{path}: expected a base64 string in the binary format"
-                ))
-            })?;
-            decode_base64(&text, path).map(Some)
-        }
+    match (format, value) {
+        (EmbeddedFormat::Json, value) => Ok(Some(value.into_json().into())),
+        (EmbeddedFormat::Binary, Embedded::Str(text)) => decode_base64_at(&text, path).map(Some),
+        (EmbeddedFormat::Binary, Embedded::Other(_)) => Err(ApiError::unprocessable(format!(
+            "{}: expected a base64 string in the binary format",
+            path()
+        ))),
     }
 }
 

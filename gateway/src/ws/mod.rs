@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::Extension;
 
@@ -26,6 +26,7 @@ use crate::error::ApiError;
 use crate::rest::extract::QueryParams;
 
 pub mod protocol;
+pub use protocol::Framing;
 pub mod session;
 pub mod subscription;
 
@@ -61,13 +62,11 @@ pub const DEFAULT_WS_BATCH_FRAMES: usize = 64;
 /// Close code for a subscriber that held no credit past the pause limit.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
 
-/// The subprotocol a client may offer (browsers offering a
-/// `sluice.bearer.<token>` one must offer this too: the answer names it).
-pub const SUBPROTOCOL: &str = "sluice.v1";
-
 /// Settings of one connection.
 #[derive(Debug, Clone, Copy)]
 pub struct SessionSettings {
+    /// JSON text or CBOR binary frames.
+    pub framing: Framing,
     /// See [`DEFAULT_WS_MAX_IN_FLIGHT`].
     pub max_in_flight: usize,
     /// See [`DEFAULT_WS_PAUSE_LIMIT_MS`].
@@ -100,7 +99,25 @@ pub async fn upgrade(
         .map_or(DEFAULT_WS_PAUSE_LIMIT_MS, |ms| {
             ms.clamp(MIN_WS_PAUSE_LIMIT_MS, MAX_WS_PAUSE_LIMIT_MS)
         });
+    // A `framing=` query wins; else the first subprotocol that names one,
+    // which the handshake then echoes.
+    let mut upgrade = upgrade;
+    let framing = match query.get("framing") {
+        Some(value) => Some(Framing::from_query(value)?),
+        None => upgrade
+            .requested_protocols()
+            .find_map(|p| p.to_str().ok().and_then(Framing::from_subprotocol)),
+    };
+    if let Some(framing) = framing {
+        if upgrade
+            .requested_protocols()
+            .any(|p| p.as_bytes() == framing.subprotocol().as_bytes())
+        {
+            upgrade.set_selected_protocol(HeaderValue::from_static(framing.subprotocol()));
+        }
+    }
     let settings = SessionSettings {
+        framing: framing.unwrap_or_default(),
         max_in_flight: DEFAULT_WS_MAX_IN_FLIGHT,
         pause_limit: Duration::from_millis(pause_limit_ms),
     };
@@ -110,9 +127,8 @@ pub async fn upgrade(
         .max_frame_size(max_bytes)
         .read_buffer_size(DEFAULT_WS_READ_BUFFER_BYTES)
         .write_buffer_size(DEFAULT_WS_WRITE_BUFFER_BYTES)
-        // A `sluice.bearer.<token>` subprotocol carried the credential; only
-        // the real subprotocol is echoed.
-        .protocols([SUBPROTOCOL])
+        // A `sluice.bearer.<token>` subprotocol may have carried the
+        // credential (crate::auth::layer); only the framing one is echoed.
         .on_upgrade(move |socket| {
             let guard = SessionGuard::new(auth.map(|Extension(context)| context));
             session::run(socket, state, settings, guard)

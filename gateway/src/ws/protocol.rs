@@ -1,17 +1,162 @@
-//! The JSON text frames of `/v1/ws`: what clients send ([`ClientFrame`])
-//! and what the gateway sends back ([`ServerFrame`]).
+//! The frames of `/v1/ws`: what clients send ([`ClientFrame`]) and what
+//! the gateway sends back ([`ServerFrame`]), in one of two [`Framing`]s:
+//! JSON text frames (the default) or CBOR binary frames. Both carry the
+//! same fields; in JSON, keys, values and header values are base64 text,
+//! in CBOR they are byte strings (a text string is read as base64, as in
+//! JSON).
 //!
 //! Parsing never panics. A frame that cannot be read becomes a
 //! [`FrameError`] that names what was wrong and carries the frame's `id`
 //! (or `sub`) when one could be found, so the client can correlate it.
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use base64::display::Base64Display;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
-use sluice_broker::{Acks, ProduceRecord};
+use sluice_broker::{Acks, Header, ProduceRecord};
 
 use crate::error::ApiError;
 use crate::rest::extract::decode_base64;
-use crate::rest::produce::{decode_headers, HeaderIn};
+
+/// WebSocket subprotocol that selects CBOR binary frames.
+pub const SUBPROTOCOL_CBOR: &str = "sluice.v1.cbor";
+/// WebSocket subprotocol that selects JSON text frames (also the default).
+pub const SUBPROTOCOL_JSON: &str = "sluice.v1.json";
+
+/// Nesting a CBOR frame may have; real frames need four levels.
+const CBOR_RECURSION_LIMIT: usize = 32;
+
+/// How a connection's frames are encoded, chosen at the upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Framing {
+    /// JSON text frames, bytes as base64.
+    #[default]
+    Json,
+    /// CBOR (RFC 8949) binary frames, bytes as byte strings.
+    Cbor,
+}
+
+impl Framing {
+    /// The framing a subprotocol names, if it names one.
+    pub fn from_subprotocol(name: &str) -> Option<Self> {
+        match name.trim() {
+            SUBPROTOCOL_CBOR => Some(Self::Cbor),
+            SUBPROTOCOL_JSON => Some(Self::Json),
+            _ => None,
+        }
+    }
+
+    /// The framing a `framing=` query value names.
+    pub fn from_query(value: &str) -> Result<Self, ApiError> {
+        match value {
+            "json" => Ok(Self::Json),
+            "cbor" => Ok(Self::Cbor),
+            other => Err(ApiError::bad_request(format!(
+                "framing must be json or cbor, got {other:?}"
+            ))),
+        }
+    }
+
+    /// The subprotocol that names this framing.
+    pub fn subprotocol(self) -> &'static str {
+        match self {
+            Self::Json => SUBPROTOCOL_JSON,
+            Self::Cbor => SUBPROTOCOL_CBOR,
+        }
+    }
+}
+
+/// Bytes as a client sends them: base64 text, or (in CBOR) a byte string.
+/// Base64 is decoded when the records are taken, so a bad one is a 422
+/// naming its field, as in REST.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// Base64 text, not yet decoded.
+    Base64(String),
+    /// Raw bytes.
+    Raw(Vec<u8>),
+}
+
+impl Payload {
+    fn decode(self, path: &str) -> Result<bytes::Bytes, ApiError> {
+        match self {
+            Self::Base64(text) => decode_base64(&text, path),
+            Self::Raw(raw) => Ok(bytes::Bytes::from(raw)),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PayloadVisitor;
+
+        impl Visitor<'_> for PayloadVisitor {
+            type Value = Payload;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a base64 string or a byte string")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Payload, E> {
+                Ok(Payload::Base64(v.to_owned()))
+            }
+
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Payload, E> {
+                Ok(Payload::Base64(v))
+            }
+
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Payload, E> {
+                Ok(Payload::Raw(v.to_vec()))
+            }
+
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Payload, E> {
+                Ok(Payload::Raw(v))
+            }
+        }
+
+        deserializer.deserialize_any(PayloadVisitor)
+    }
+}
+
+/// Bytes as the gateway sends them: base64 text in JSON, a byte string in
+/// CBOR. Base64 is written straight into the frame, with no string between.
+#[derive(Debug, Clone, Copy)]
+pub enum BytesOut<'a> {
+    /// Rendered as base64 text.
+    Base64(&'a [u8]),
+    /// Rendered as a byte string.
+    Raw(&'a [u8]),
+}
+
+impl<'a> BytesOut<'a> {
+    /// `bytes` as `framing` renders them.
+    pub fn new(framing: Framing, bytes: &'a [u8]) -> Self {
+        match framing {
+            Framing::Json => Self::Base64(bytes),
+            Framing::Cbor => Self::Raw(bytes),
+        }
+    }
+}
+
+impl Serialize for BytesOut<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Base64(bytes) => serializer.collect_str(&Base64Display::new(bytes, &BASE64)),
+            Self::Raw(bytes) => serializer.serialize_bytes(bytes),
+        }
+    }
+}
+
+/// A header as a client sends it.
+#[derive(Debug, Deserialize)]
+#[serde(expecting = "a header object with name and value")]
+pub struct HeaderIn {
+    name: String,
+    value: Option<Payload>,
+}
 
 /// The frame types a client may send, for error messages.
 const CLIENT_TYPES: &str = "auth, produce, subscribe, credit, unsubscribe or ping";
@@ -63,8 +208,8 @@ pub struct ProduceFrame {
 /// One record of a produce frame; keys, values and header values base64.
 #[derive(Debug, Deserialize)]
 pub struct RecordIn {
-    key: Option<String>,
-    value: Option<String>,
+    key: Option<Payload>,
+    value: Option<Payload>,
     headers: Option<Vec<HeaderIn>>,
     partition: Option<u32>,
     timestamp: Option<i64>,
@@ -123,6 +268,46 @@ struct Envelope {
 }
 
 impl ClientFrame {
+    /// Reads one frame of the connection's framing: JSON text or CBOR.
+    pub fn decode(framing: Framing, frame: &[u8]) -> Result<Self, FrameError> {
+        match framing {
+            Framing::Json => match std::str::from_utf8(frame) {
+                Ok(text) => Self::parse(text),
+                Err(e) => Err(FrameError {
+                    id: None,
+                    sub: None,
+                    error: ApiError::bad_request(format!("a JSON frame must be UTF-8: {e}")),
+                }),
+            },
+            Framing::Cbor => Self::parse_cbor(frame),
+        }
+    }
+
+    /// Reads one CBOR binary frame.
+    pub fn parse_cbor(frame: &[u8]) -> Result<Self, FrameError> {
+        let cause =
+            match ciborium::de::from_reader_with_recursion_limit(frame, CBOR_RECURSION_LIMIT) {
+                Ok(parsed) => return Ok(parsed),
+                Err(e) => e.to_string(),
+            };
+        let bad = |message: String| FrameError {
+            id: None,
+            sub: None,
+            error: ApiError::bad_request(message),
+        };
+        let value: ciborium::Value =
+            match ciborium::de::from_reader_with_recursion_limit(frame, CBOR_RECURSION_LIMIT) {
+                Ok(value) => value,
+                Err(e) => return Err(bad(format!("malformed CBOR: {e}"))),
+            };
+        // The same checks as for JSON, on the frame seen as JSON (byte
+        // strings as base64), so the messages name the same paths.
+        match cbor_to_json(value) {
+            Ok(json) => Err(explain_value(json, &cause)),
+            Err(message) => Err(bad(message)),
+        }
+    }
+
     /// Reads one text frame.
     pub fn parse(text: &str) -> Result<Self, FrameError> {
         let mut deserializer = serde_json::Deserializer::from_str(text);
@@ -152,11 +337,22 @@ fn explain(text: &str, cause: &str) -> FrameError {
         sub: None,
         error: ApiError::bad_request(message),
     };
-    let value = match serde_json::from_str::<Value>(text) {
-        Err(e) => return bad(format!("malformed JSON: {e}")),
-        Ok(value @ Value::Object(_)) => value,
-        Ok(_) => return bad("a frame must be a JSON object".to_owned()),
+    match serde_json::from_str::<Value>(text) {
+        Err(e) => bad(format!("malformed JSON: {e}")),
+        Ok(value) => explain_value(value, cause),
+    }
+}
+
+/// [`explain`] for a frame already read as a value.
+fn explain_value(value: Value, cause: &str) -> FrameError {
+    let bad = |message: String| FrameError {
+        id: None,
+        sub: None,
+        error: ApiError::bad_request(message),
     };
+    if !value.is_object() {
+        return bad("a frame must be a JSON object or a CBOR map".to_owned());
+    }
     let Ok(envelope) = Envelope::deserialize(&value) else {
         return bad(format!("invalid frame: {cause}"));
     };
@@ -189,6 +385,48 @@ fn explain(text: &str, cause: &str) -> FrameError {
         sub: as_string(envelope.sub),
         error: ApiError::bad_request(message),
     }
+}
+
+/// A CBOR value as JSON, byte strings as base64 text; an error names what
+/// has no JSON counterpart.
+fn cbor_to_json(value: ciborium::Value) -> Result<Value, String> {
+    use base64::Engine as _;
+    use ciborium::Value as C;
+    Ok(match value {
+        C::Integer(i) => {
+            let i = i128::from(i);
+            if let Ok(u) = u64::try_from(i) {
+                Value::from(u)
+            } else if let Ok(s) = i64::try_from(i) {
+                Value::from(s)
+            } else {
+                return Err(format!("integer {i} is out of range"));
+            }
+        }
+        C::Bytes(bytes) => Value::String(BASE64.encode(bytes)),
+        C::Float(f) => serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number),
+        C::Text(text) => Value::String(text),
+        C::Bool(b) => Value::Bool(b),
+        C::Null => Value::Null,
+        C::Tag(_, inner) => cbor_to_json(*inner)?,
+        C::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(cbor_to_json)
+                .collect::<Result<_, _>>()?,
+        ),
+        C::Map(entries) => {
+            let mut map = serde_json::Map::with_capacity(entries.len());
+            for (key, value) in entries {
+                let C::Text(key) = key else {
+                    return Err("map keys must be text strings".to_owned());
+                };
+                map.insert(key, cbor_to_json(value)?);
+            }
+            Value::Object(map)
+        }
+        _ => return Err("unsupported CBOR value".to_owned()),
+    })
 }
 
 /// The error of reading `value` as a `T`, led by the path to the field.
@@ -237,18 +475,31 @@ impl RecordIn {
                 )));
             }
         }
-        let bytes = |text: Option<String>, field: &str| {
-            text.map(|t| decode_base64(&t, &format!("records[{i}].{field}")))
+        let bytes = |payload: Option<Payload>, field: &str| {
+            payload
+                .map(|p| p.decode(&format!("records[{i}].{field}")))
                 .transpose()
         };
         Ok(ProduceRecord {
             partition: self.partition,
             key: bytes(self.key, "key")?,
             value: bytes(self.value, "value")?,
-            headers: decode_headers(
-                self.headers.unwrap_or_default(),
-                &format!("records[{i}].headers"),
-            )?,
+            headers: self
+                .headers
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+                .map(|(j, h)| {
+                    let value = match h.value {
+                        Some(value) => value.decode(&format!("records[{i}].headers[{j}].value"))?,
+                        None => bytes::Bytes::new(),
+                    };
+                    Ok(Header {
+                        name: h.name,
+                        value,
+                    })
+                })
+                .collect::<Result<_, ApiError>>()?,
             timestamp_ms: self.timestamp,
         })
     }
@@ -294,6 +545,25 @@ pub enum ServerFrame<'a> {
     Record(RecordFrame<'a>),
     /// Answer to `ping`.
     Pong,
+    /// Answer to a good `auth` frame.
+    Authenticated {
+        /// Who the session now is.
+        principal: &'a str,
+    },
+    /// The session is over a quota: the gateway stops reading for this long.
+    Throttle {
+        /// How long, in milliseconds.
+        throttle_time_ms: u64,
+    },
+}
+
+/// A frame ready for the socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Encoded {
+    /// A JSON text frame.
+    Text(String),
+    /// A CBOR binary frame.
+    Binary(Vec<u8>),
 }
 
 /// Where one produced record went.
@@ -321,23 +591,23 @@ pub struct RecordFrame<'a> {
     pub offset: u64,
     /// Milliseconds since the Unix epoch.
     pub timestamp: i64,
-    /// Base64 key, or `null`.
-    pub key: Option<String>,
-    /// Base64 value, or `null`.
-    pub value: Option<String>,
+    /// Key, or `null`.
+    pub key: Option<BytesOut<'a>>,
+    /// Value, or `null`.
+    pub value: Option<BytesOut<'a>>,
     /// Headers with base64 values.
     pub headers: Vec<HeaderOut<'a>>,
     /// Resume point after this record, on every partition.
     pub cursor: String,
 }
 
-/// A record header with a base64 value.
+/// A record header.
 #[derive(Debug, Serialize)]
 pub struct HeaderOut<'a> {
     /// Header name.
     pub name: &'a str,
-    /// Base64 value.
-    pub value: String,
+    /// Value.
+    pub value: BytesOut<'a>,
 }
 
 impl<'a> ServerFrame<'a> {
@@ -352,6 +622,28 @@ impl<'a> ServerFrame<'a> {
                 error.error_code, error.message
             )
         })
+    }
+
+    /// The frame as CBOR bytes.
+    pub fn to_cbor(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(128);
+        // Writing into a Vec fails only for maps with non-text keys, which
+        // these frames lack; the fallback keeps the protocol's shape anyway.
+        if let Err(e) = ciborium::ser::into_writer(self, &mut bytes) {
+            bytes.clear();
+            let error = ApiError::internal(&e);
+            let frame = ServerFrame::error(None, None, &error);
+            let _ = ciborium::ser::into_writer(&frame, &mut bytes);
+        }
+        bytes
+    }
+
+    /// The frame in `framing`.
+    pub fn encode(&self, framing: Framing) -> Encoded {
+        match framing {
+            Framing::Json => Encoded::Text(self.to_text()),
+            Framing::Cbor => Encoded::Binary(self.to_cbor()),
+        }
     }
 
     /// An error frame for `error`, correlated by `id` and/or `sub`.
@@ -428,7 +720,7 @@ mod tests {
     fn errors_name_what_was_wrong() {
         let cases = [
             ("{", "malformed JSON"),
-            ("[1]", "a frame must be a JSON object"),
+            ("[1]", "a frame must be a JSON object or a CBOR map"),
             (r#"{"id":"x"}"#, "the frame has no \"type\""),
             (r#"{"type":7}"#, "\"type\" must be a string"),
             (r#"{"type":"fetch"}"#, "unknown frame type \"fetch\""),

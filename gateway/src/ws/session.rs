@@ -23,13 +23,15 @@ use sluice_federation::cursor::Cursor;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 
-use super::protocol::{AckOffset, ClientFrame, FrameError, ProduceFrame, ServerFrame};
+use super::protocol::{
+    AckOffset, ClientFrame, Encoded, FrameError, Framing, ProduceFrame, ServerFrame,
+};
 use super::subscription::Subscription;
 use super::DEFAULT_WS_OUTBOUND_FRAMES;
 use super::{SessionSettings, DEFAULT_WS_BATCH_FRAMES, DEFAULT_WS_INITIAL_CREDIT};
 use crate::app::AppState;
 use crate::auth::quota::CountPermit;
-use crate::auth::ws::{throttle_frame, FrameAccess, SessionGuard, Verdict, CLOSE_UNAUTHENTICATED};
+use crate::auth::ws::{FrameAccess, SessionGuard, Verdict, CLOSE_UNAUTHENTICATED};
 use crate::error::ApiError;
 
 /// How long a closing session waits for the client's Close after sending
@@ -39,15 +41,55 @@ const CLOSE_HANDSHAKE_WAIT: Duration = Duration::from_secs(1);
 /// What the connection's tasks hand the writer.
 #[derive(Debug)]
 pub enum Out {
-    /// A JSON text frame.
-    Text(String),
+    /// A frame, already encoded.
+    Frame(Encoded),
     /// Close the connection with this code and reason; nothing follows.
     Close(u16, String),
 }
 
+/// The way to the connection's writer, with the connection's framing:
+/// every task that answers the client holds a clone.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    tx: mpsc::Sender<Out>,
+    framing: Framing,
+}
+
+impl Outbox {
+    /// An outbox over `tx` encoding in `framing`.
+    pub fn new(tx: mpsc::Sender<Out>, framing: Framing) -> Self {
+        Self { tx, framing }
+    }
+
+    /// The connection's framing.
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// Encodes and queues `frame`; false once the writer is gone.
+    pub async fn send(&self, frame: &ServerFrame<'_>) -> bool {
+        self.send_encoded(frame.encode(self.framing)).await
+    }
+
+    /// Queues an encoded frame; false once the writer is gone.
+    pub async fn send_encoded(&self, frame: Encoded) -> bool {
+        self.tx.send(Out::Frame(frame)).await.is_ok()
+    }
+
+    /// Queues a Close; false once the writer is gone.
+    pub async fn close(&self, code: u16, reason: String) -> bool {
+        self.tx.send(Out::Close(code, reason)).await.is_ok()
+    }
+
+    /// Resolves once the writer is gone.
+    pub async fn closed(&self) {
+        self.tx.closed().await;
+    }
+}
+
 /// Sends `frame` to the writer; false once the writer is gone.
-pub async fn send(out: &mpsc::Sender<Out>, frame: &ServerFrame<'_>) -> bool {
-    out.send(Out::Text(frame.to_text())).await.is_ok()
+pub async fn send(out: &Outbox, frame: &ServerFrame<'_>) -> bool {
+    out.send(frame).await
 }
 
 /// Serves an upgraded connection until either side closes it.
@@ -70,7 +112,8 @@ where
         + 'static,
 {
     let (sink, mut stream) = socket.split();
-    let (out, rx) = mpsc::channel(DEFAULT_WS_OUTBOUND_FRAMES);
+    let (tx, rx) = mpsc::channel(DEFAULT_WS_OUTBOUND_FRAMES);
+    let out = Outbox::new(tx, settings.framing);
     let mut writer = tokio::spawn(write_loop(sink, rx));
     let mut session = Session {
         state,
@@ -94,13 +137,14 @@ where
             ended = &mut writer => break ended.unwrap_or(WriterEnd::Gone) == WriterEnd::Closed,
         };
         match message {
-            Some(Ok(Message::Text(text))) => session.handle(text.as_str(), permit).await,
-            Some(Ok(Message::Binary(_))) => {
-                let error = ApiError::bad_request(
-                    "binary frames are not supported yet; send JSON text frames",
-                );
-                send(&session.out, &ServerFrame::error(None, None, &error)).await;
-            }
+            Some(Ok(Message::Text(text))) => match session.settings.framing {
+                Framing::Json => session.handle(text.as_bytes(), permit).await,
+                Framing::Cbor => session.wrong_framing("a text", "CBOR binary").await,
+            },
+            Some(Ok(Message::Binary(bytes))) => match session.settings.framing {
+                Framing::Cbor => session.handle(&bytes, permit).await,
+                Framing::Json => session.wrong_framing("a binary", "JSON text").await,
+            },
             // Pings are answered by the WebSocket layer; pongs need nothing.
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
             // Reading on lets the WebSocket layer send its Close reply.
@@ -124,17 +168,27 @@ where
 struct Session {
     state: AppState,
     settings: SessionSettings,
-    out: mpsc::Sender<Out>,
+    out: Outbox,
     permits: Arc<Semaphore>,
     subscriptions: Subscriptions,
     guard: SessionGuard,
 }
 
 impl Session {
-    /// Handles one text frame; only produces keep the permit.
-    async fn handle(&mut self, text: &str, permit: OwnedSemaphorePermit) {
+    /// Answers a frame of the other framing than the connection's.
+    async fn wrong_framing(&self, got: &str, expected: &str) {
+        let error = ApiError::bad_request(format!(
+            "{got} frame on a connection that uses {expected} frames \
+             (chosen at the upgrade by subprotocol or ?framing=)"
+        ));
+        send(&self.out, &ServerFrame::error(None, None, &error)).await;
+    }
+
+    /// Handles one frame; only produces keep the permit.
+    async fn handle(&mut self, frame: &[u8], permit: OwnedSemaphorePermit) {
         self.subscriptions.forget_finished();
-        let frame = match ClientFrame::parse(text) {
+        let bytes = frame.len();
+        let frame = match ClientFrame::decode(self.settings.framing, frame) {
             Ok(frame) => frame,
             Err(FrameError { id, sub, error }) => {
                 let frame = ServerFrame::error(id.as_deref(), sub.as_deref(), &error);
@@ -143,17 +197,23 @@ impl Session {
             }
         };
         // Auth sees every frame first (crate::auth::ws).
-        let quota_permit = match self.guard.check(frame_access(&frame, text.len())) {
+        let quota_permit = match self.guard.check(frame_access(&frame, bytes)) {
             Verdict::Pass { pause, permit } => {
                 if !pause.is_zero() {
                     // Not reading while paused is the throttle.
-                    let _ = self.out.send(Out::Text(throttle_frame(pause))).await;
+                    let notice = ServerFrame::Throttle {
+                        throttle_time_ms: pause.as_millis() as u64,
+                    };
+                    send(&self.out, &notice).await;
                     tokio::time::sleep(pause).await;
                 }
                 permit
             }
-            Verdict::Answered(text) => {
-                let _ = self.out.send(Out::Text(text)).await;
+            Verdict::Authenticated(principal) => {
+                let answer = ServerFrame::Authenticated {
+                    principal: &principal,
+                };
+                send(&self.out, &answer).await;
                 return;
             }
             Verdict::Refuse(error) => {
@@ -164,9 +224,8 @@ impl Session {
             Verdict::Close(error) => {
                 let (id, sub) = frame_ids(&frame);
                 send(&self.out, &ServerFrame::error(id, sub, &error)).await;
-                let _ = self
-                    .out
-                    .send(Out::Close(CLOSE_UNAUTHENTICATED, error.message.clone()))
+                self.out
+                    .close(CLOSE_UNAUTHENTICATED, error.message.clone())
                     .await;
                 return;
             }
@@ -267,15 +326,19 @@ impl Session {
         tokio::spawn(async move {
             let _permit = permit;
             let answer = produce(&state, &frame.topic, records, acks).await;
-            let text = match answer {
-                Ok(offsets) => ServerFrame::Ack {
-                    id: &frame.id,
-                    offsets,
+            let _ = match answer {
+                Ok(offsets) => {
+                    out.send(&ServerFrame::Ack {
+                        id: &frame.id,
+                        offsets,
+                    })
+                    .await
                 }
-                .to_text(),
-                Err(error) => ServerFrame::error(Some(&frame.id), None, &error).to_text(),
+                Err(error) => {
+                    out.send(&ServerFrame::error(Some(&frame.id), None, &error))
+                        .await
+                }
             };
-            let _ = out.send(Out::Text(text)).await;
         });
     }
 }
@@ -389,8 +452,12 @@ where
         let mut fed = 0;
         while let Some(out) = next.take() {
             match out {
-                Out::Text(text) => {
-                    if sink.feed(Message::text(text)).await.is_err() {
+                Out::Frame(frame) => {
+                    let message = match frame {
+                        Encoded::Text(text) => Message::text(text),
+                        Encoded::Binary(bytes) => Message::binary(bytes),
+                    };
+                    if sink.feed(message).await.is_err() {
                         return WriterEnd::Gone;
                     }
                 }
@@ -461,7 +528,9 @@ mod tests {
         let frames = DEFAULT_WS_BATCH_FRAMES + 10;
         let (tx, rx) = mpsc::channel(frames);
         for i in 0..frames {
-            tx.send(Out::Text(format!("{i}"))).await.unwrap();
+            tx.send(Out::Frame(Encoded::Text(format!("{i}"))))
+                .await
+                .unwrap();
         }
         drop(tx);
         let mut sink = Recording::default();
@@ -474,9 +543,13 @@ mod tests {
     #[tokio::test]
     async fn writer_ends_after_a_close() {
         let (tx, rx) = mpsc::channel(4);
-        tx.send(Out::Text("last".into())).await.unwrap();
+        tx.send(Out::Frame(Encoded::Text("last".into())))
+            .await
+            .unwrap();
         tx.send(Out::Close(4008, "slow".into())).await.unwrap();
-        tx.send(Out::Text("never".into())).await.unwrap();
+        tx.send(Out::Frame(Encoded::Text("never".into())))
+            .await
+            .unwrap();
         let mut sink = Recording::default();
         assert_eq!(write_loop(&mut sink, rx).await, WriterEnd::Closed);
         assert_eq!(sink.frames.len(), 2);

@@ -11,16 +11,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
 use sluice_broker::Record;
 use sluice_federation::cursor::{Cursor, Position};
 use sluice_federation::{Federation, ReadBatch, ReadStart};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::protocol::{HeaderOut, RecordFrame, ServerFrame, SubscribeFrame};
-use super::session::{send, Out};
+use super::protocol::{
+    BytesOut, Encoded, Framing, HeaderOut, RecordFrame, ServerFrame, SubscribeFrame,
+};
+use super::session::{send, Outbox};
 use super::CLOSE_SLOW_CONSUMER;
 use crate::error::ApiError;
 use crate::start::StartAt;
@@ -43,7 +43,7 @@ pub struct Subscription {
     /// Records sent so far.
     sent: u64,
     pause_limit: Duration,
-    out: mpsc::Sender<Out>,
+    out: Outbox,
 }
 
 /// Why a subscription stops.
@@ -66,7 +66,7 @@ impl Subscription {
         frame: SubscribeFrame,
         granted: watch::Receiver<u64>,
         pause_limit: Duration,
-        out: mpsc::Sender<Out>,
+        out: Outbox,
     ) {
         let (partitions, cursor) = match settle(&federation, &frame).await {
             Ok(start) => start,
@@ -121,7 +121,7 @@ impl Subscription {
                     "slow consumer: no credit for {} ms",
                     self.pause_limit.as_millis()
                 );
-                let _ = self.out.send(Out::Close(CLOSE_SLOW_CONSUMER, reason)).await;
+                let _ = self.out.close(CLOSE_SLOW_CONSUMER, reason).await;
             }
         }
     }
@@ -183,11 +183,16 @@ impl Subscription {
                 epoch: batch.epoch,
                 next_offset: record.offset + 1,
             });
-            let text = render(&self.id, &self.topic, &self.cursor, record);
-            self.out
-                .send(Out::Text(text))
-                .await
-                .map_err(|_| Stop::Closed)?;
+            let frame = render(
+                self.out.framing(),
+                &self.id,
+                &self.topic,
+                &self.cursor,
+                record,
+            );
+            if !self.out.send_encoded(frame).await {
+                return Err(Stop::Closed);
+            }
             self.sent += 1;
         }
         // Also after an empty batch: the read may have moved to a later epoch.
@@ -221,26 +226,26 @@ impl Subscription {
 }
 
 /// One `record` frame whose cursor is `cursor` (already past `record`).
-fn render(sub: &str, topic: &str, cursor: &Cursor, record: &Record) -> String {
+fn render(framing: Framing, sub: &str, topic: &str, cursor: &Cursor, record: &Record) -> Encoded {
     ServerFrame::Record(RecordFrame {
         sub,
         topic,
         partition: record.partition,
         offset: record.offset,
         timestamp: record.timestamp_ms,
-        key: record.key.as_ref().map(|k| BASE64.encode(k)),
-        value: record.value.as_ref().map(|v| BASE64.encode(v)),
+        key: record.key.as_deref().map(|k| BytesOut::new(framing, k)),
+        value: record.value.as_deref().map(|v| BytesOut::new(framing, v)),
         headers: record
             .headers
             .iter()
             .map(|h| HeaderOut {
                 name: &h.name,
-                value: BASE64.encode(&h.value),
+                value: BytesOut::new(framing, &h.value),
             })
             .collect(),
         cursor: cursor.encode(topic),
     })
-    .to_text()
+    .encode(framing)
 }
 
 /// The topic's partition count and a cursor with a position for each, as
@@ -279,8 +284,33 @@ mod tests {
             }],
         };
         let cursor = Cursor::at_epoch(1, [(0, 12), (1, 42), (2, 7)]);
-        let frame = render("s1", "orders", &cursor, &record);
+        let Encoded::Text(frame) = render(Framing::Json, "s1", "orders", &cursor, &record) else {
+            panic!("JSON framing renders text");
+        };
         assert!(DOCS.contains(&frame), "{frame}");
+        // The same frame in CBOR carries the bytes as they are.
+        let Encoded::Binary(cbor) = render(Framing::Cbor, "s1", "orders", &cursor, &record) else {
+            panic!("CBOR framing renders bytes");
+        };
+        let value: ciborium::Value = ciborium::de::from_reader(cbor.as_slice()).unwrap();
+        let field = |name: &str| {
+            value
+                .as_map()
+                .unwrap()
+                .iter()
+                .find(|(k, _)| k.as_text() == Some(name))
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        assert_eq!(field("type"), ciborium::Value::Text("record".into()));
+        assert_eq!(field("key"), ciborium::Value::Bytes(b"order-7".to_vec()));
+        assert_eq!(field("offset"), ciborium::Value::Integer(41.into()));
+        assert!(
+            cbor.len() < frame.len(),
+            "{} vs {}",
+            cbor.len(),
+            frame.len()
+        );
     }
 
     #[test]
