@@ -956,3 +956,47 @@ async fn auth_off_by_default() {
     assert!(body.get("throttle_time_ms").is_none(), "{body}");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn websocket_auth_frame_in_cbor_framing() {
+    let keys = Keys::new();
+    let gw = secure_gateway(&keys, |_| {}).await;
+    let mut ws = Ws::connect(&gw, "?framing=cbor&auth=frame", None)
+        .await
+        .expect("upgrade");
+    let cbor = |value: &Value| {
+        let mut out = Vec::new();
+        ciborium::ser::into_writer(value, &mut out).unwrap();
+        out
+    };
+    let next_cbor = async |ws: &mut Ws| loop {
+        match tokio::time::timeout(FRAME_WAIT, ws.stream.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Binary(bytes))) => {
+                break ciborium::de::from_reader::<Value, _>(&bytes[..]).unwrap()
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected a binary frame, got {other:?}"),
+        }
+    };
+    ws.stream
+        .send(Message::binary(cbor(
+            &json!({"type": "auth", "token": keys.dev1}),
+        )))
+        .await
+        .unwrap();
+    let hello = next_cbor(&mut ws).await;
+    assert_eq!(hello["type"], "authenticated", "{hello}");
+    assert_eq!(hello["principal"], "dev-1");
+    ws.stream
+        .send(Message::binary(cbor(
+            &json!({"type": "produce", "id": "p", "topic": "news", "records": []}),
+        )))
+        .await
+        .unwrap();
+    let refused = next_cbor(&mut ws).await;
+    assert_eq!(refused["error_code"], 40301, "{refused}");
+    gw.stop().await;
+}
