@@ -24,6 +24,18 @@ pub const TOPIC_NAME_RULE: &str = "topic names must match [a-zA-Z0-9._-]{1,249}"
 
 /// Default HTTPS listener address.
 pub const DEFAULT_LISTENER_ADDRESS: &str = "127.0.0.1:8443";
+/// Idle time after which a v2 consumer instance is removed (Confluent's
+/// `consumer.instance.timeout.ms` default).
+pub const DEFAULT_CONSUMER_INSTANCE_TIMEOUT_MS: u64 = 300_000;
+/// Long-poll time of `GET .../records` when neither the request nor the
+/// instance names one (Confluent's `consumer.request.timeout.ms` default).
+pub const DEFAULT_CONSUMER_REQUEST_TIMEOUT_MS: u64 = 1_000;
+/// Longest long-poll a records request may ask for.
+pub const DEFAULT_CONSUMER_MAX_POLL_TIMEOUT_MS: u64 = 30_000;
+/// Consumer instances one gateway keeps at most.
+pub const DEFAULT_CONSUMER_MAX_INSTANCES: usize = 10_000;
+/// Time to connect to the peer gateway that owns a consumer group.
+pub const DEFAULT_PEER_CONNECT_TIMEOUT_MS: u64 = 2_000;
 /// Default admin listener address (health, readiness, later metrics).
 pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:8444";
 /// Connections accepted at once per listener; more wait in the kernel backlog.
@@ -67,8 +79,12 @@ pub struct Config {
     pub topics: TopicsConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Distributed tracing: OTLP export and sampling (off unless an endpoint is set).
+    pub tracing: TracingConfig,
     /// Routing of topics to clusters: pins, health probing, down policy.
     pub federation: FederationConfig,
+    /// Confluent v2 consumer instances and consumer groups.
+    pub consumers: ConsumersConfig,
     /// The broker clusters behind the gateway.
     pub clusters: Vec<ClusterConfig>,
     /// A directory of `NAME.toml` files, one cluster each (the `[[clusters]]`
@@ -90,7 +106,9 @@ impl Default for Config {
             storage: StorageConfig::default(),
             topics: TopicsConfig::default(),
             log: LogConfig::default(),
+            tracing: TracingConfig::default(),
             federation: FederationConfig::default(),
+            consumers: ConsumersConfig::default(),
             clusters: (0..3)
                 .map(|i| ClusterConfig::embedded(&format!("local-{i}")))
                 .collect(),
@@ -99,6 +117,11 @@ impl Default for Config {
         }
     }
 }
+
+/// Default of `gateway.tail_poll_ms`.
+pub const DEFAULT_TAIL_POLL_MS: u64 = 100;
+/// Highest `gateway.tail_poll_ms`.
+pub const MAX_TAIL_POLL_MS: u64 = 60_000;
 
 /// Gateway-wide settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -110,6 +133,17 @@ pub struct GatewayConfig {
     pub default_acks: Acks,
     /// Time in-flight requests get to finish on shutdown.
     pub shutdown_grace_ms: u64,
+    /// How often an idle WebSocket or SSE tail polls its topic. Records
+    /// produced through this gateway wake tails at once; the poll finds
+    /// those written through other gateways or straight to a cluster.
+    pub tail_poll_ms: u64,
+    /// This gateway's name among `peers`. Required when `peers` is set.
+    pub node_id: Option<String>,
+    /// Every gateway of the deployment, this one included. Each consumer
+    /// group is owned by one of them (rendezvous hashing of the group name);
+    /// consumer requests reaching another gateway are forwarded to the
+    /// owner. Empty: this gateway owns every group.
+    pub peers: Vec<PeerConfig>,
 }
 
 impl Default for GatewayConfig {
@@ -118,6 +152,52 @@ impl Default for GatewayConfig {
             cluster_id: "sluice".to_owned(),
             default_acks: Acks::All,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
+            tail_poll_ms: DEFAULT_TAIL_POLL_MS,
+            node_id: None,
+            peers: Vec::new(),
+        }
+    }
+}
+
+/// One gateway of the deployment, as its peers reach it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// The gateway's `gateway.node_id`; part of the group-ownership hash, so
+    /// every gateway must list the same names.
+    pub name: String,
+    /// Base URL of the peer's admin listener, `http://host:port`, where it
+    /// serves forwarded consumer requests. Keep it on a private network.
+    pub url: String,
+}
+
+/// Confluent v2 consumer instances and consumer groups.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsumersConfig {
+    /// An instance with no request for this long is removed and its group
+    /// rebalanced; later requests to it get 404 with code 40403.
+    pub instance_timeout_ms: u64,
+    /// Long-poll time of a records request that names no `timeout`, unless
+    /// the instance set `consumer.request.timeout.ms`.
+    pub request_timeout_ms: u64,
+    /// The longest long-poll honoured; longer `timeout`s are lowered to it.
+    pub max_poll_timeout_ms: u64,
+    /// Instances this gateway keeps at most; creating one more is a 429.
+    pub max_instances: usize,
+    /// Time to connect to the gateway that owns a group before answering
+    /// 503 with `Retry-After`.
+    pub peer_connect_timeout_ms: u64,
+}
+
+impl Default for ConsumersConfig {
+    fn default() -> Self {
+        Self {
+            instance_timeout_ms: DEFAULT_CONSUMER_INSTANCE_TIMEOUT_MS,
+            request_timeout_ms: DEFAULT_CONSUMER_REQUEST_TIMEOUT_MS,
+            max_poll_timeout_ms: DEFAULT_CONSUMER_MAX_POLL_TIMEOUT_MS,
+            max_instances: DEFAULT_CONSUMER_MAX_INSTANCES,
+            peer_connect_timeout_ms: DEFAULT_PEER_CONNECT_TIMEOUT_MS,
         }
     }
 }
@@ -298,6 +378,91 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// Share of new traces recorded and exported when tracing is on.
+pub const DEFAULT_SAMPLING_RATIO: f64 = 1.0;
+/// `service.name` of the exported spans.
+pub const DEFAULT_SERVICE_NAME: &str = "sluice";
+/// Finished spans waiting for export; more are dropped (and counted).
+pub const DEFAULT_MAX_QUEUE_SPANS: usize = 2048;
+/// Spans sent in one OTLP request at most.
+pub const DEFAULT_MAX_EXPORT_BATCH_SPANS: usize = 512;
+/// Longest a finished span waits before its batch is sent.
+pub const DEFAULT_EXPORT_INTERVAL_MS: u64 = 1_000;
+/// Time one OTLP request may take.
+pub const DEFAULT_EXPORT_TIMEOUT_MS: u64 = 10_000;
+
+/// Distributed tracing with OpenTelemetry. Off unless `otlp_endpoint` is
+/// set: then spans are sampled at `sampling_ratio` (a sampled parent from
+/// the client is always followed) and exported in batches over OTLP/HTTP.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// OTLP/HTTP URL spans are posted to, e.g. `http://127.0.0.1:4318`
+    /// (`/v1/traces` is added when the URL has no path). Absent: tracing is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP protocol; only `http/protobuf`.
+    pub protocol: OtlpProtocol,
+    /// Share of traces started here that are recorded, from 0.0 to 1.0.
+    pub sampling_ratio: f64,
+    /// `service.name` resource attribute of every span.
+    pub service_name: String,
+    /// Finished spans queued for export; when full, new ones are dropped
+    /// and counted rather than slowing requests.
+    pub max_queue_spans: usize,
+    /// Spans per OTLP request at most.
+    pub max_export_batch_spans: usize,
+    /// Longest a finished span waits in the queue before it is sent.
+    pub export_interval_ms: u64,
+    /// Time one OTLP request may take.
+    pub export_timeout_ms: u64,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            protocol: OtlpProtocol::HttpProtobuf,
+            sampling_ratio: DEFAULT_SAMPLING_RATIO,
+            service_name: DEFAULT_SERVICE_NAME.to_owned(),
+            max_queue_spans: DEFAULT_MAX_QUEUE_SPANS,
+            max_export_batch_spans: DEFAULT_MAX_EXPORT_BATCH_SPANS,
+            export_interval_ms: DEFAULT_EXPORT_INTERVAL_MS,
+            export_timeout_ms: DEFAULT_EXPORT_TIMEOUT_MS,
+        }
+    }
+}
+
+impl TracingConfig {
+    /// Whether spans are recorded and exported.
+    pub fn enabled(&self) -> bool {
+        self.otlp_endpoint.is_some()
+    }
+
+    /// The URL spans are posted to: the endpoint, with `/v1/traces` added
+    /// when it has no path.
+    pub fn traces_url(&self) -> Option<String> {
+        let endpoint = self.otlp_endpoint.as_deref()?.trim_end_matches('/');
+        let after_scheme = endpoint
+            .split_once("://")
+            .map_or(endpoint, |(_, rest)| rest);
+        Some(if after_scheme.contains('/') {
+            endpoint.to_owned()
+        } else {
+            format!("{endpoint}/v1/traces")
+        })
+    }
+}
+
+/// The OTLP protocol spans are exported with.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub enum OtlpProtocol {
+    /// Protobuf over HTTP (OTLP/HTTP), the collector's port 4318.
+    #[default]
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
 }
 
 /// Interval between two health probes of a cluster.

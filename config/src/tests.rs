@@ -181,3 +181,119 @@ fn clusters_dir_adds_one_cluster_per_file() {
         "{msg}"
     );
 }
+
+#[test]
+fn tracing_is_off_by_default_and_on_with_an_endpoint() {
+    let config = parse("").unwrap();
+    assert!(!config.tracing.enabled());
+    assert_eq!(config.tracing.traces_url(), None);
+
+    let config = parse(
+        "[tracing]\notlp_endpoint = \"http://127.0.0.1:4318\"\nsampling_ratio = 0.01\nservice_name = \"edge\"\n",
+    )
+    .unwrap();
+    assert!(config.tracing.enabled());
+    assert_eq!(
+        config.tracing.traces_url().as_deref(),
+        Some("http://127.0.0.1:4318/v1/traces")
+    );
+    assert_eq!(config.tracing.sampling_ratio, 0.01);
+    // A URL with a path is used as it is.
+    let config =
+        parse("[tracing]\notlp_endpoint = \"http://collector:4318/custom/traces\"\n").unwrap();
+    assert_eq!(
+        config.tracing.traces_url().as_deref(),
+        Some("http://collector:4318/custom/traces")
+    );
+}
+
+#[test]
+fn peers_need_a_node_id_among_them() {
+    let peers = "[[gateway.peers]]\nname = \"a\"\nurl = \"http://127.0.0.1:9001\"\n[[gateway.peers]]\nname = \"b\"\nurl = \"http://127.0.0.1:9002\"\n";
+    let msg = error(peers);
+    assert!(msg.contains("gateway.node_id"), "{msg}");
+    let msg = error(&format!("[gateway]\nnode_id = \"c\"\n{peers}"));
+    assert!(
+        msg.contains("gateway.node_id") && msg.contains("\"c\""),
+        "{msg}"
+    );
+    let config = parse(&format!("[gateway]\nnode_id = \"a\"\n{peers}")).unwrap();
+    assert_eq!(config.gateway.peers.len(), 2);
+    let msg = error(&format!(
+        "[admin]\ninsecure = false\n[gateway]\nnode_id = \"a\"\n{peers}"
+    ));
+    assert!(
+        msg.contains("gateway.peers") && msg.contains("admin.insecure"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn tracing_settings_are_checked_with_precise_errors() {
+    let cases = [
+        (
+            "otlp_endpoint = \"https://c:4318\"",
+            "`tracing.otlp_endpoint`: must be an http:// URL",
+        ),
+        (
+            "otlp_endpoint = \"c:4318\"",
+            "`tracing.otlp_endpoint`: \"c:4318\" must be an http://host:port URL",
+        ),
+        (
+            "otlp_endpoint = \"http://c:99999\"",
+            "`tracing.otlp_endpoint`",
+        ),
+        (
+            "otlp_endpoint = \"http:///v1/traces\"",
+            "`tracing.otlp_endpoint`",
+        ),
+        (
+            "sampling_ratio = 1.5",
+            "`tracing.sampling_ratio`: must be between 0.0 and 1.0",
+        ),
+        ("sampling_ratio = -0.1", "`tracing.sampling_ratio`"),
+        ("sampling_ratio = nan", "`tracing.sampling_ratio`"),
+        (
+            "service_name = \" \"",
+            "`tracing.service_name`: must not be empty",
+        ),
+        ("max_queue_spans = 0", "`tracing.max_queue_spans`"),
+        (
+            "max_queue_spans = 10\nmax_export_batch_spans = 11",
+            "`tracing.max_export_batch_spans`: must be at least 1 and at most max_queue_spans",
+        ),
+        ("export_interval_ms = 0", "`tracing.export_interval_ms`"),
+        ("export_timeout_ms = 0", "`tracing.export_timeout_ms`"),
+        ("protocol = \"grpc\"", "grpc"),
+        ("endpoint = \"http://c:4318\"", "endpoint"),
+    ];
+    for (body, expected) in cases {
+        let msg = error(&format!("[tracing]\n{body}\n"));
+        assert!(msg.contains(expected), "{body}: {msg}");
+        assert!(msg.starts_with("test.toml"), "{body}: {msg}");
+    }
+}
+
+#[test]
+fn peer_urls_and_names_are_checked() {
+    let msg = error(
+        "[gateway]\nnode_id = \"a\"\n[[gateway.peers]]\nname = \"a\"\nurl = \"https://x:1\"\n",
+    );
+    assert!(msg.contains("gateway.peers[0].url"), "{msg}");
+    let msg =
+        error("[gateway]\nnode_id = \"a\"\n[[gateway.peers]]\nname = \"a\"\nurl = \"http://x\"\n");
+    assert!(msg.contains("port"), "{msg}");
+    let msg = error("[gateway]\nnode_id = \"a\"\n[[gateway.peers]]\nname = \"a\"\nurl = \"http://x:1\"\n[[gateway.peers]]\nname = \"a\"\nurl = \"http://y:1\"\n");
+    assert!(
+        msg.contains("gateway.peers[1].name") && msg.contains("duplicate"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn consumer_timeouts_are_checked() {
+    let msg = error("[consumers]\ninstance_timeout_ms = 0\n");
+    assert!(msg.contains("consumers.instance_timeout_ms"), "{msg}");
+    let msg = error("[consumers]\nrequest_timeout_ms = 5000\nmax_poll_timeout_ms = 1000\n");
+    assert!(msg.contains("consumers.request_timeout_ms"), "{msg}");
+}

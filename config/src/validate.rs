@@ -35,6 +35,16 @@ pub(crate) fn validate(config: &Config, file: &Path) -> Result<(), ConfigError> 
             "must not be empty".into(),
         ));
     }
+    if !(1..=crate::MAX_TAIL_POLL_MS).contains(&config.gateway.tail_poll_ms) {
+        return Err(invalid(
+            "gateway.tail_poll_ms".into(),
+            format!(
+                "must be between 1 and {}, got {}",
+                crate::MAX_TAIL_POLL_MS,
+                config.gateway.tail_poll_ms
+            ),
+        ));
+    }
     if config.listener.max_connections == 0 {
         return Err(invalid(
             "listener.max_connections".into(),
@@ -108,6 +118,8 @@ pub(crate) fn validate(config: &Config, file: &Path) -> Result<(), ConfigError> 
     if let Some(auth) = &config.auth {
         crate::auth::validate(auth, file)?;
     }
+    validate_tracing(&config.tracing).map_err(|(key, rule)| invalid(key, rule))?;
+    validate_consumers(config, &invalid)?;
 
     let f = &config.federation;
     if f.health_check_interval_ms == 0 {
@@ -266,6 +278,182 @@ pub(crate) fn validate(config: &Config, file: &Path) -> Result<(), ConfigError> 
         ));
     }
     Ok(())
+}
+
+/// `[tracing]`: on failure, the key and the rule.
+fn validate_tracing(t: &crate::TracingConfig) -> Result<(), (String, String)> {
+    let bad = |key: &str, rule: &str| Err((format!("tracing.{key}"), rule.to_owned()));
+    if let Some(endpoint) = &t.otlp_endpoint {
+        let Some(rest) = endpoint.strip_prefix("http://") else {
+            return if endpoint.starts_with("https://") {
+                bad(
+                    "otlp_endpoint",
+                    "must be an http:// URL: the exporter does not speak TLS; \
+                     send to a collector on loopback or a sidecar",
+                )
+            } else {
+                Err((
+                    "tracing.otlp_endpoint".into(),
+                    format!("{endpoint:?} must be an http://host:port URL"),
+                ))
+            };
+        };
+        let authority = rest.split('/').next().unwrap_or_default();
+        let port_ok = authority
+            .rsplit_once(':')
+            .is_none_or(|(_, port)| port.parse::<u16>().is_ok());
+        if authority.is_empty() || authority.contains(['@', '?', '#', ' ']) || !port_ok {
+            return Err((
+                "tracing.otlp_endpoint".into(),
+                format!("{endpoint:?} must be an http://host:port URL"),
+            ));
+        }
+    }
+    if !(0.0..=1.0).contains(&t.sampling_ratio) {
+        return bad(
+            "sampling_ratio",
+            "must be between 0.0 and 1.0 (the share of traces recorded)",
+        );
+    }
+    if t.service_name.trim().is_empty() {
+        return bad("service_name", "must not be empty");
+    }
+    if !(1..=1_000_000).contains(&t.max_queue_spans) {
+        return bad("max_queue_spans", "must be between 1 and 1000000");
+    }
+    if t.max_export_batch_spans == 0 || t.max_export_batch_spans > t.max_queue_spans {
+        return bad(
+            "max_export_batch_spans",
+            "must be at least 1 and at most max_queue_spans",
+        );
+    }
+    if t.export_interval_ms == 0 {
+        return bad("export_interval_ms", "must be at least 1");
+    }
+    if t.export_timeout_ms == 0 {
+        return bad("export_timeout_ms", "must be at least 1");
+    }
+    Ok(())
+}
+
+/// The `[consumers]` section, `gateway.node_id` and `gateway.peers`.
+fn validate_consumers(
+    config: &Config,
+    invalid: &dyn Fn(String, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    let c = &config.consumers;
+    for (key, value) in [
+        ("consumers.instance_timeout_ms", c.instance_timeout_ms),
+        ("consumers.request_timeout_ms", c.request_timeout_ms),
+        ("consumers.max_poll_timeout_ms", c.max_poll_timeout_ms),
+        (
+            "consumers.peer_connect_timeout_ms",
+            c.peer_connect_timeout_ms,
+        ),
+    ] {
+        if value == 0 {
+            return Err(invalid(key.into(), "must be at least 1".into()));
+        }
+    }
+    if c.max_instances == 0 {
+        return Err(invalid(
+            "consumers.max_instances".into(),
+            "must be at least 1".into(),
+        ));
+    }
+    if c.request_timeout_ms > c.max_poll_timeout_ms {
+        return Err(invalid(
+            "consumers.request_timeout_ms".into(),
+            format!(
+                "must not exceed consumers.max_poll_timeout_ms ({})",
+                c.max_poll_timeout_ms
+            ),
+        ));
+    }
+    let g = &config.gateway;
+    if let Some(node) = &g.node_id {
+        if !is_valid_cluster_name(node) {
+            return Err(invalid(
+                "gateway.node_id".into(),
+                format!(
+                    "{node:?} is not a valid node name: names must match [a-zA-Z0-9._-]{{1,64}}"
+                ),
+            ));
+        }
+    }
+    let mut names = HashSet::new();
+    for (i, peer) in g.peers.iter().enumerate() {
+        let key = |field: &str| format!("gateway.peers[{i}].{field}");
+        if !is_valid_cluster_name(&peer.name) {
+            return Err(invalid(
+                key("name"),
+                format!(
+                    "{:?} is not a valid node name: names must match [a-zA-Z0-9._-]{{1,64}}",
+                    peer.name
+                ),
+            ));
+        }
+        if !names.insert(peer.name.as_str()) {
+            return Err(invalid(
+                key("name"),
+                format!("duplicate peer name {:?}", peer.name),
+            ));
+        }
+        check_peer_url(&peer.url).map_err(|rule| invalid(key("url"), rule))?;
+    }
+    if !g.peers.is_empty() && !config.admin.insecure {
+        return Err(invalid(
+            "gateway.peers".into(),
+            "peers forward consumer requests over plaintext HTTP to each other's admin listeners; \
+             set admin.insecure = true and bind admin.address to a private interface"
+                .into(),
+        ));
+    }
+    if !g.peers.is_empty() {
+        match &g.node_id {
+            None => {
+                return Err(invalid(
+                    "gateway.node_id".into(),
+                    "required when gateway.peers is set: the name of this gateway among the peers"
+                        .into(),
+                ))
+            }
+            Some(node) if !names.contains(node.as_str()) => {
+                return Err(invalid(
+                    "gateway.node_id".into(),
+                    format!("{node:?} is not one of gateway.peers[].name; list this gateway among its peers"),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// `http://host:port` with nothing after an optional `/`.
+fn check_peer_url(url: &str) -> Result<(), String> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(format!(
+            "{url:?} must be an http:// URL of the peer's admin listener, e.g. http://10.0.0.2:8444"
+        ));
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    let Some((host, port)) = authority.rsplit_once(':') else {
+        return Err(format!(
+            "{url:?} must name a port, e.g. http://10.0.0.2:8444"
+        ));
+    };
+    if host.is_empty() || authority.contains('/') || authority.contains('@') {
+        return Err(format!(
+            "{url:?} must be http://host:port with no path or credentials"
+        ));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!(
+            "{url:?}: port {port:?} must be between 1 and 65535"
+        )),
+    }
 }
 
 /// Exactly one of `topic` and `prefix`, each following the topic-name rule.

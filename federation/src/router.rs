@@ -96,6 +96,9 @@ pub(crate) struct TopicRoute {
     /// acknowledged in the current epoch: where a failover seals the old
     /// epoch when its cluster cannot be asked.
     high_water: Mutex<Vec<u64>>,
+    /// Bumped after every produce this gateway completes on the topic, so
+    /// its readers wake at once instead of at their next poll.
+    appended: tokio::sync::watch::Sender<u64>,
 }
 
 impl TopicRoute {
@@ -103,16 +106,20 @@ impl TopicRoute {
         Self {
             gate: tokio::sync::RwLock::new(()),
             high_water: Mutex::new(start),
+            appended: tokio::sync::watch::Sender::new(0),
         }
     }
 
     fn observe(&self, produced: &[ProducedOffset]) {
-        let mut hw = self.high_water.lock().unwrap_or_else(|e| e.into_inner());
-        for p in produced {
-            if let (Some(offset), Some(slot)) = (p.offset, hw.get_mut(p.partition as usize)) {
-                *slot = (*slot).max(offset + 1);
+        {
+            let mut hw = self.high_water.lock().unwrap_or_else(|e| e.into_inner());
+            for p in produced {
+                if let (Some(offset), Some(slot)) = (p.offset, hw.get_mut(p.partition as usize)) {
+                    *slot = (*slot).max(offset + 1);
+                }
             }
         }
+        self.appended.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     fn observe_latest(&self, partition: u32, latest: u64) {
@@ -477,6 +484,14 @@ impl Federation {
         lock_read(&self.table).get(topic).cloned()
     }
 
+    /// The cluster holding a topic's epoch `epoch` (which never changes
+    /// once the epoch exists): where a produce or a read went.
+    pub fn epoch_cluster(&self, topic: &str, epoch: u32) -> Option<String> {
+        lock_read(&self.table)
+            .epoch(topic, epoch)
+            .map(|e| e.cluster.clone())
+    }
+
     /// Every placed topic with its home, sorted by name.
     pub fn homes(&self) -> Vec<(String, String)> {
         lock_read(&self.table)
@@ -613,6 +628,16 @@ impl Federation {
     pub async fn list_topics(&self) -> Result<Vec<TopicInfo>> {
         let table = lock_read(&self.table);
         Ok(table.iter().filter_map(|(t, p)| Self::info(t, p)).collect())
+    }
+
+    /// A receiver that changes whenever this gateway completes a produce
+    /// to `topic`: readers tailing the topic wait on it between polls, so a
+    /// record written here reaches them at once. Records written through
+    /// other gateways are not signalled; readers still poll for those.
+    /// `None` while the topic is not placed. The sender goes away when the
+    /// topic is deleted, which a receiver sees as an error from `changed`.
+    pub fn watch_appends(&self, topic: &str) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.route(topic).map(|route| route.appended.subscribe())
     }
 
     fn route(&self, topic: &str) -> Option<Arc<TopicRoute>> {

@@ -15,9 +15,15 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Tells long-lived responses when the gateway starts draining.
     pub shutdown: crate::server::ShutdownHandle,
+    /// Tracing and metrics.
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
+    /// v2 consumer instances and the groups this gateway owns.
+    pub consumers: Arc<crate::rest::consumers::Consumers>,
 }
 
 /// The public listener's router.
 pub fn router(state: AppState) -> Router {
-    crate::rest::routes(state)
+    let telemetry = state.telemetry.clone();
+    // Outermost, so spans and metrics cover every route (and unmatched ones).
+    crate::rest::routes(state).layer(crate::telemetry::http::HttpTraceLayer::new(telemetry))
 }

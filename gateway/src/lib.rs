@@ -14,6 +14,8 @@
 //! - [`auth`]: identity (API keys, JWTs, client certificates), ACLs and
 //!   quotas, in front of both listeners and inside WebSocket sessions.
 //! - [`tls`]: server certificates, loaded from config or generated.
+//! - [`telemetry`]: OpenTelemetry spans and W3C trace context, Prometheus
+//!   metrics (`/metrics` on the admin listener), and log output.
 //! - [`server`]: binding, the accept loop with its connection cap, TLS and
 //!   HTTP/1.1 + HTTP/2 serving, and graceful drain.
 
@@ -25,6 +27,7 @@ pub mod error;
 pub mod rest;
 pub mod server;
 pub mod start;
+pub mod telemetry;
 pub mod tls;
 pub mod ws;
 

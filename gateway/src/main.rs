@@ -1,4 +1,5 @@
-//! The `sluice` command: config → logging → start → serve → drain.
+//! The `sluice` command: config → logging → start (telemetry, clusters,
+//! listeners) → serve → drain.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -7,8 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hyper::Method;
 use sluice::{admin_client, Gateway};
-use sluice_config::{Config, LogFormat};
-use tracing_subscriber::EnvFilter;
+use sluice_config::Config;
 
 #[derive(Parser)]
 #[command(name = "sluice", version, about = "A federated streaming gateway")]
@@ -87,24 +87,12 @@ fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     })
 }
 
-fn init_logging(config: &Config) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log.format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config: path } => {
             let config = load(path.as_ref())?;
-            init_logging(&config);
+            sluice::telemetry::logs::init(&config.log);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -31,6 +31,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::app::{self, AppState};
+use crate::telemetry::Telemetry;
 use crate::tls::ServerTls;
 
 /// Pause after an accept error (e.g. out of file descriptors) before trying again.
@@ -64,6 +65,7 @@ pub struct Gateway {
     auth: Arc<crate::auth::Auth>,
     embedded: Vec<Arc<EmbeddedCluster>>,
     kafka: Vec<Arc<KafkaCluster>>,
+    telemetry: Arc<Telemetry>,
 }
 
 /// Starts a gateway's shutdown from anywhere (signal handler, tests).
@@ -116,6 +118,7 @@ impl Gateway {
     /// Opens the clusters, binds both listeners and starts serving.
     pub async fn start(config: Config) -> anyhow::Result<Self> {
         let config = Arc::new(config);
+        let telemetry = Telemetry::start(&config).context("setting up telemetry")?;
         let data_dir = config.storage.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("creating data directory {}", data_dir.display()))?;
@@ -164,6 +167,8 @@ impl Gateway {
             federation: federation.clone(),
             config: config.clone(),
             shutdown: shutdown.clone(),
+            telemetry: telemetry.clone(),
+            consumers: crate::rest::consumers::Consumers::new(federation.clone(), &config),
         };
         let grace = Duration::from_millis(config.gateway.shutdown_grace_ms);
 
@@ -243,7 +248,12 @@ impl Gateway {
             admin,
             admin_tls.map(|t| TlsAcceptor::from(t.config)),
             crate::auth::layer::admin(
-                crate::admin::router(federation.clone(), shutdown.clone()),
+                crate::admin::router(federation.clone(), shutdown.clone())
+                    .merge(crate::telemetry::scrape::router(
+                        telemetry.clone(),
+                        federation.clone(),
+                    ))
+                    .merge(crate::rest::consumers::internal_router(state.clone())),
                 auth.clone(),
             ),
             admin_limits,
@@ -263,7 +273,13 @@ impl Gateway {
             auth,
             embedded,
             kafka,
+            telemetry,
         })
+    }
+
+    /// Tracing and metrics of this gateway.
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
     }
 
     /// The federation this gateway routes through.
@@ -302,6 +318,8 @@ impl Gateway {
                 tracing::error!(cluster = cluster.name(), error = %e, "flushing on shutdown failed");
             }
         }
+        // Spans of the drained requests go out last.
+        self.telemetry.shutdown().await;
     }
 
     /// Shuts down and waits for the drain to complete.

@@ -138,3 +138,16 @@ async fn latest(federation: &Federation, topic: &str, partitions: u32) -> Result
     ))
     .into())
 }
+
+/// Resolves when `rx` sees an append to its topic; never, once the topic's
+/// sender is gone (deleted topic) or when there is none, so a tail then
+/// falls back to polling alone.
+pub async fn appended(rx: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    if let Some(receiver) = rx {
+        if receiver.changed().await.is_ok() {
+            return;
+        }
+        *rx = None;
+    }
+    std::future::pending::<()>().await;
+}

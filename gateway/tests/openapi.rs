@@ -12,6 +12,8 @@ fn fill(path: &str) -> String {
     path.replace("{topic}", "described")
         .replace("{partition}", "0")
         .replace("{cluster_id}", "sluice")
+        .replace("{group}", "described-group")
+        .replace("{instance}", "described-instance")
 }
 
 #[tokio::test]

@@ -304,6 +304,23 @@ async fn latest_receives_only_new_records() {
 }
 
 #[tokio::test]
+async fn a_produce_through_this_gateway_wakes_an_idle_stream() {
+    // Polling alone would find the records after a minute: only the
+    // append signal can deliver them within the wait.
+    let gw = TestGateway::start_with(|c| c.gateway.tail_poll_ms = 60_000).await;
+    gw.create_topic("wake", 2).await;
+    let mut stream = EventStream::open(&gw, "/topics/wake/events", None).await;
+    stream.assert_quiet().await;
+    for round in 0..3 {
+        let fresh = gw.produce_round("wake", 2, 1, &format!("r{round}")).await;
+        let received = stream.records(fresh.len()).await;
+        assert_exactly_once(&received, &fresh);
+    }
+    drop(stream);
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn unknown_topic_is_404_before_the_stream() {
     let gw = TestGateway::start().await;
     let response = request(&gw, "/topics/nowhere/events", None).await;

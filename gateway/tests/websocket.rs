@@ -868,3 +868,22 @@ async fn cbor_errors_name_what_was_wrong_and_keep_the_connection() {
     );
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_produce_through_this_gateway_wakes_an_idle_subscription() {
+    // Polling alone would find the records after a minute: only the
+    // append signal can deliver them within the frame wait.
+    let gw = TestGateway::start_with(|c| c.gateway.tail_poll_ms = 60_000).await;
+    gw.create_topic("wake", 2).await;
+    let mut ws = Ws::connect(&gw, "").await;
+    ws.subscribe(json!({"type": "subscribe", "id": "w", "topic": "wake"}))
+        .await;
+    ws.assert_quiet().await;
+    for round in 0..3 {
+        let expected = gw.produce_round("wake", 2, 1, &format!("r{round}")).await;
+        let received = ws.records(expected.len()).await;
+        assert_exactly_once(&received, &expected);
+    }
+    ws.close().await;
+    gw.stop().await;
+}

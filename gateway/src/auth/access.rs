@@ -2,6 +2,8 @@
 //! topic (a path parameter, or none). Routes not listed are denied when
 //! auth is on, so a new route is closed until its line is added here.
 
+use std::sync::LazyLock;
+
 use axum::http::Method;
 use sluice_config::Operation;
 
@@ -26,6 +28,16 @@ pub enum Access {
 
 type Line = (&'static str, Method, Access);
 
+const CONSUMER: &str = "/consumers/{group}/instances/{instance}";
+const CONSUMER_SUBSCRIPTION: &str = "/consumers/{group}/instances/{instance}/subscription";
+const CONSUMER_ASSIGNMENTS: &str = "/consumers/{group}/instances/{instance}/assignments";
+const CONSUMER_RECORDS: &str = "/consumers/{group}/instances/{instance}/records";
+const CONSUMER_OFFSETS: &str = "/consumers/{group}/instances/{instance}/offsets";
+const CONSUMER_POSITIONS: &str = "/consumers/{group}/instances/{instance}/positions";
+const CONSUMER_POSITIONS_BEGINNING: &str =
+    "/consumers/{group}/instances/{instance}/positions/beginning";
+const CONSUMER_POSITIONS_END: &str = "/consumers/{group}/instances/{instance}/positions/end";
+
 fn table_lookup(table: &[Line], method: &Method, route: Option<&str>) -> Access {
     let Some(route) = route else {
         return Access::Authenticated;
@@ -47,10 +59,10 @@ fn table_lookup(table: &[Line], method: &Method, route: Option<&str>) -> Access 
 }
 
 /// The public listener's routes.
-fn public_table() -> [Line; 18] {
+fn public_table() -> Vec<Line> {
     use Access::*;
     use Operation::*;
-    [
+    vec![
         ("/openapi.json", Method::GET, Public),
         ("/v1/ws", Method::GET, Session),
         ("/topics", Method::GET, Cluster(Describe)),
@@ -105,15 +117,31 @@ fn public_table() -> [Line; 18] {
             Method::POST,
             Topic(Produce),
         ),
+        // v2 consumer instances: their topics are named in bodies, not
+        // paths, so they need consume on every topic (a rule without
+        // topic or prefix).
+        ("/consumers/{group}", Method::POST, Cluster(Consume)),
+        (CONSUMER, Method::DELETE, Cluster(Consume)),
+        (CONSUMER_SUBSCRIPTION, Method::POST, Cluster(Consume)),
+        (CONSUMER_SUBSCRIPTION, Method::GET, Cluster(Consume)),
+        (CONSUMER_SUBSCRIPTION, Method::DELETE, Cluster(Consume)),
+        (CONSUMER_ASSIGNMENTS, Method::GET, Cluster(Consume)),
+        (CONSUMER_ASSIGNMENTS, Method::POST, Cluster(Consume)),
+        (CONSUMER_RECORDS, Method::GET, Cluster(Consume)),
+        (CONSUMER_OFFSETS, Method::POST, Cluster(Consume)),
+        (CONSUMER_OFFSETS, Method::GET, Cluster(Consume)),
+        (CONSUMER_POSITIONS, Method::POST, Cluster(Consume)),
+        (CONSUMER_POSITIONS_BEGINNING, Method::POST, Cluster(Consume)),
+        (CONSUMER_POSITIONS_END, Method::POST, Cluster(Consume)),
     ]
 }
 
 /// The admin listener's routes: probes are public, everything else is
 /// the admin operation.
-fn admin_table() -> [Line; 11] {
+fn admin_table() -> Vec<Line> {
     use Access::*;
     use Operation::*;
-    [
+    vec![
         ("/healthz", Method::GET, Public),
         ("/readyz", Method::GET, Public),
         ("/admin/clusters", Method::GET, Cluster(Admin)),
@@ -130,12 +158,21 @@ fn admin_table() -> [Line; 11] {
 
 /// What a request to the public listener needs.
 pub fn public(method: &Method, route: Option<&str>) -> Access {
-    table_lookup(&public_table(), method, route)
+    static TABLE: LazyLock<Vec<Line>> = LazyLock::new(public_table);
+    table_lookup(&TABLE, method, route)
 }
 
 /// What a request to the admin listener needs.
 pub fn admin(method: &Method, route: Option<&str>) -> Access {
-    table_lookup(&admin_table(), method, route)
+    // Consumer requests forwarded by a peer gateway to their group's owner
+    // were authenticated and authorised at the peer's public listener, and
+    // arrive without the client's credentials: like the peers' admin
+    // listeners themselves, they must stay on a private network.
+    if route.is_some_and(|r| r.starts_with("/internal/")) {
+        return Access::Public;
+    }
+    static TABLE: LazyLock<Vec<Line>> = LazyLock::new(admin_table);
+    table_lookup(&TABLE, method, route)
 }
 
 /// Whether a route answers with a v2 produce response, which reports

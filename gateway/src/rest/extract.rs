@@ -60,7 +60,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParams {
 
 impl PathParams {
     /// A parameter the route declares; its absence is a routing bug.
-    fn get(&self, name: &str) -> Result<&str, ApiError> {
+    pub fn get(&self, name: &str) -> Result<&str, ApiError> {
         self.0
             .iter()
             .find(|(k, _)| k == name)

@@ -3,6 +3,7 @@
 //! - [`produce`]: v2 produce to a topic or a partition.
 //! - [`metadata`]: v2 topic, partition and offset listings.
 //! - [`records`]: stateless reads of a partition from an offset.
+//! - [`consumers`]: v2 consumer instances and consumer groups.
 //! - [`v3`], [`v3_records`]: v3 clusters, topics and single-record produce.
 //! - [`media`]: content negotiation (embedded formats).
 //! - [`extract`]: path, query and body readers whose failures are
@@ -19,6 +20,7 @@ use axum::Router;
 use crate::app::AppState;
 use crate::error::ApiError;
 
+pub mod consumers;
 pub mod extract;
 pub mod json_bytes;
 pub mod media;
@@ -74,6 +76,7 @@ pub fn routes(state: AppState) -> Router {
             "/v3/clusters/{cluster_id}/topics/{topic}/records",
             post(v3_records::produce),
         )
+        .merge(consumers::public_routes(state.clone()))
         // After the routes: it applies to the routes present when called.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)

@@ -13,6 +13,7 @@ use super::json_bytes::Embedded;
 use super::media::{self, EmbeddedFormat};
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::telemetry::messaging;
 
 /// The request body. Keys and values stay compact JSON until the embedded
 /// format says how to read them.
@@ -130,11 +131,19 @@ async fn produce(
     let body = read_body(request, state.config.listener.max_body_bytes).await?;
     let body: ProduceBody = parse_json(&body)?;
     let records = to_records(body, format, url_partition)?;
-    let produced = state.federation.produce(topic, records, acks).await?;
+    let produced = messaging::produce(
+        &state,
+        topic,
+        records,
+        acks,
+        &opentelemetry::Context::current(),
+        messaging::REST,
+    )
+    .await?;
     let response = ProduceResponse {
         key_schema_id: None,
         value_schema_id: None,
-        offsets: produced.into_iter().map(OffsetOut::from).collect(),
+        offsets: produced.offsets.into_iter().map(OffsetOut::from).collect(),
     };
     Ok((
         [(header::CONTENT_TYPE, media::KAFKA_V2)],

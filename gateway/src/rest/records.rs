@@ -19,6 +19,7 @@ use super::json_bytes::CompactJson;
 use super::media::{self, EmbeddedFormat};
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::telemetry::messaging::{self, Delivery};
 
 /// `max_bytes` when the query does not set it.
 pub const DEFAULT_READ_MAX_BYTES: usize = 1024 * 1024;
@@ -67,6 +68,14 @@ pub async fn read(
         .read(topic, partition, start, max_bytes)
         .await?;
     let body = render(topic, &batch, format)?;
+    if let Some(cluster) = state.federation.epoch_cluster(topic, batch.epoch) {
+        let delivery = Delivery {
+            topic,
+            protocol: messaging::REST,
+            group: None,
+        };
+        delivery.count(&state.telemetry, &cluster, &batch.records);
+    }
     Ok((
         [
             (header::CONTENT_TYPE, format.media_type().to_owned()),
@@ -82,12 +91,12 @@ pub async fn read(
 
 /// Appends the JSON form of a scalar. Writing strings and integers into a
 /// `Vec` cannot fail; the error path exists only to avoid a panic.
-fn put<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), ApiError> {
+pub(crate) fn put<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), ApiError> {
     serde_json::to_writer(out, value).map_err(|e| ApiError::internal(&e))
 }
 
 /// Appends a key or value in the chosen format.
-fn put_embedded(
+pub(crate) fn put_embedded(
     out: &mut Vec<u8>,
     bytes: Option<&[u8]>,
     format: EmbeddedFormat,

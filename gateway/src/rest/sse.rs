@@ -40,6 +40,9 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::server::ShutdownHandle;
 use crate::start::StartAt;
+use crate::telemetry::messaging::{self, Delivery};
+use crate::telemetry::metrics::SSE_CONNECTIONS;
+use crate::telemetry::{GaugeGuard, Telemetry};
 
 /// Media type of the stream.
 pub const EVENT_STREAM: &str = "text/event-stream";
@@ -54,9 +57,6 @@ pub const DEFAULT_SSE_HEARTBEAT_MS: u64 = 15_000;
 pub const MIN_SSE_HEARTBEAT_MS: u64 = 10;
 /// Highest `heartbeat_ms` honoured: higher asks are lowered to it.
 pub const MAX_SSE_HEARTBEAT_MS: u64 = 300_000;
-
-/// Sleep between polling rounds that found no record.
-pub const DEFAULT_SSE_POLL_IDLE_MS: u64 = 100;
 
 /// `max_bytes` of each partition read: the bound on what one connection
 /// holds of a batch.
@@ -94,12 +94,14 @@ pub async fn events(
 
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
     let tail = Tail {
+        appended: state.federation.watch_appends(&topic),
         federation: Arc::clone(&state.federation),
+        telemetry: Arc::clone(&state.telemetry),
         shutdown: state.shutdown.clone(),
         topic,
         cursor,
         heartbeat,
-        poll_idle: Duration::from_millis(DEFAULT_SSE_POLL_IDLE_MS),
+        poll_idle: Duration::from_millis(state.config.gateway.tail_poll_ms),
         max_bytes: DEFAULT_SSE_READ_MAX_BYTES,
     };
     tokio::spawn(tail.run(tx));
@@ -173,6 +175,7 @@ fn start_at(headers: &HeaderMap, query: &QueryParams, topic: &str) -> Result<Sta
 /// The reading side of one stream.
 struct Tail {
     federation: Arc<Federation>,
+    telemetry: Arc<Telemetry>,
     /// A drain ends the stream (the client reconnects elsewhere with its
     /// `Last-Event-ID`), rather than holding the drain for its grace period.
     shutdown: ShutdownHandle,
@@ -182,12 +185,15 @@ struct Tail {
     heartbeat: Duration,
     poll_idle: Duration,
     max_bytes: usize,
+    /// Wakes the idle wait when this gateway appends to the topic.
+    appended: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 impl Tail {
     /// Polls every partition in turn until the client goes away or a read
     /// fails.
     async fn run(mut self, tx: mpsc::Sender<Bytes>) {
+        let _open = GaugeGuard::hold(SSE_CONNECTIONS);
         let retry = Bytes::from(format!("retry: {DEFAULT_SSE_RETRY_MS}\n\n"));
         if tx.send(retry).await.is_err() {
             return;
@@ -255,6 +261,7 @@ impl Tail {
             let until_heartbeat = self.heartbeat.saturating_sub(last_sent.elapsed());
             tokio::select! {
                 () = tokio::time::sleep(self.poll_idle.min(until_heartbeat)) => {}
+                () = crate::start::appended(&mut self.appended) => {}
                 () = tx.closed() => return,
                 () = self.shutdown.draining() => return,
             }
@@ -271,15 +278,29 @@ impl Tail {
         batch: &ReadBatch,
     ) -> Result<bool, Stop> {
         let mut out = Vec::new();
+        let delivery = Delivery {
+            topic: &self.topic,
+            protocol: messaging::SSE,
+            group: None,
+        };
+        let cluster = match batch.records.is_empty() {
+            true => None,
+            false => self.federation.epoch_cluster(&self.topic, batch.epoch),
+        };
+        let cluster = cluster.as_deref().unwrap_or_default();
+        // Spans of the records rendered into `out`, ended once it is handed over.
+        let mut spans = Vec::new();
         for record in &batch.records {
             self.cursor.set(Position {
                 partition,
                 epoch: batch.epoch,
                 next_offset: record.offset + 1,
             });
+            spans.extend(delivery.start_span(&self.telemetry, cluster, record));
             render(&mut out, &self.topic, &self.cursor, record).map_err(Stop::Failed)?;
             if out.len() >= DEFAULT_SSE_CHUNK_BYTES {
                 send(tx, std::mem::take(&mut out)).await?;
+                end_spans(&mut spans);
             }
         }
         // Also after an empty batch: the read may have moved on to a later
@@ -291,8 +312,16 @@ impl Tail {
         });
         if !out.is_empty() {
             send(tx, out).await?;
+            end_spans(&mut spans);
         }
+        delivery.count(&self.telemetry, cluster, &batch.records);
         Ok(!batch.records.is_empty())
+    }
+}
+
+fn end_spans(spans: &mut Vec<opentelemetry_sdk::trace::Span>) {
+    for mut span in spans.drain(..) {
+        opentelemetry::trace::Span::end(&mut span);
     }
 }
 

@@ -16,6 +16,7 @@ use super::produce::{decode_headers, HeaderIn};
 use super::time;
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::telemetry::messaging;
 
 /// The request body; unknown fields are ignored, as Confluent does.
 #[derive(Debug, Deserialize)]
@@ -93,12 +94,18 @@ pub async fn produce(
         headers: decode_headers(body.headers.unwrap_or_default(), "headers")?,
         timestamp_ms: body.timestamp.map(parse_timestamp).transpose()?,
     };
-    let produced = state
-        .federation
-        .produce(topic, vec![record], acks)
-        .await?
-        .pop()
-        .ok_or_else(|| ApiError::internal(&"cluster returned no offset for one record"))?;
+    let produced = messaging::produce(
+        &state,
+        topic,
+        vec![record],
+        acks,
+        &opentelemetry::Context::current(),
+        messaging::REST,
+    )
+    .await?
+    .offsets
+    .pop()
+    .ok_or_else(|| ApiError::internal(&"cluster returned no offset for one record"))?;
     let size = |d: Data| SizeOut {
         kind: d.kind,
         size: d.bytes.len(),

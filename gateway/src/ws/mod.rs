@@ -8,6 +8,7 @@
 //!   frames in batches and flushes once per batch.
 //! - [`subscription`]: one subscription's reading task, its start
 //!   (cursor, earliest, latest) and its credit.
+//! - [`group`]: a subscription as a member of a consumer group.
 //!
 //! `docs/websocket.md` describes the protocol for clients.
 
@@ -25,6 +26,7 @@ use crate::auth::AuthContext;
 use crate::error::ApiError;
 use crate::rest::extract::QueryParams;
 
+pub mod group;
 pub mod protocol;
 pub use protocol::Framing;
 pub mod session;
@@ -71,6 +73,8 @@ pub struct SessionSettings {
     pub max_in_flight: usize,
     /// See [`DEFAULT_WS_PAUSE_LIMIT_MS`].
     pub pause_limit: Duration,
+    /// How often an idle subscription polls (`gateway.tail_poll_ms`).
+    pub poll_idle: Duration,
 }
 
 /// `GET /v1/ws[?pause_limit_ms=N]`: upgrades to a WebSocket session.
@@ -120,6 +124,7 @@ pub async fn upgrade(
         framing: framing.unwrap_or_default(),
         max_in_flight: DEFAULT_WS_MAX_IN_FLIGHT,
         pause_limit: Duration::from_millis(pause_limit_ms),
+        poll_idle: Duration::from_millis(state.config.gateway.tail_poll_ms),
     };
     let max_bytes = state.config.listener.max_body_bytes;
     Ok(upgrade

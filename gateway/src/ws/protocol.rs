@@ -159,7 +159,7 @@ pub struct HeaderIn {
 }
 
 /// The frame types a client may send, for error messages.
-const CLIENT_TYPES: &str = "auth, produce, subscribe, credit, unsubscribe or ping";
+const CLIENT_TYPES: &str = "auth, produce, subscribe, credit, commit, unsubscribe or ping";
 
 /// A frame from the client.
 #[derive(Debug, Deserialize)]
@@ -173,6 +173,8 @@ pub enum ClientFrame {
     Credit(CreditFrame),
     /// Stop a subscription.
     Unsubscribe(UnsubscribeFrame),
+    /// Commit a group subscription's progress.
+    Commit(CommitFrame),
     /// Answered by `pong`.
     Ping,
     /// Credentials, for a session opened with `?auth=frame` (see `crate::auth::ws`).
@@ -192,7 +194,7 @@ impl std::fmt::Debug for AuthFrame {
     }
 }
 
-/// `{"type":"produce","id":..,"topic":..,"records":[..],"acks"?:..}`.
+/// `{"type":"produce","id":..,"topic":..,"records":[..],"acks"?:..,"traceparent"?:..,"tracestate"?:..}`.
 #[derive(Debug, Deserialize)]
 pub struct ProduceFrame {
     /// Correlation id, echoed in the answer.
@@ -203,6 +205,10 @@ pub struct ProduceFrame {
     pub records: Vec<RecordIn>,
     /// `0`, `1`, `all` or `-1`; the gateway's default when absent.
     pub acks: Option<String>,
+    /// W3C trace context of the client's span: the produce joins its trace.
+    pub traceparent: Option<String>,
+    /// W3C trace state that goes with `traceparent`.
+    pub tracestate: Option<String>,
 }
 
 /// One record of a produce frame; keys, values and header values base64.
@@ -228,6 +234,33 @@ pub struct SubscribeFrame {
     pub cursor: Option<String>,
     /// Records the gateway may push before the next grant.
     pub credit: Option<u64>,
+    /// Join this consumer group: the connection reads only the partitions
+    /// the group assigns it, from the group's committed offsets.
+    pub group: Option<String>,
+}
+
+/// `{"type":"commit","sub":..,"id"?:..,"offsets"?:[{"topic","partition","offset"}]}`:
+/// commits a group subscription's progress; without `offsets`, up to the
+/// last record pushed on each partition.
+#[derive(Debug, Deserialize)]
+pub struct CommitFrame {
+    /// The subscription's id.
+    pub sub: String,
+    /// Correlation id, echoed in `committed`.
+    pub id: Option<String>,
+    /// Offsets of the last records processed (Confluent's v2 meaning).
+    pub offsets: Option<Vec<CommitOffset>>,
+}
+
+/// One explicit offset of a commit frame.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct CommitOffset {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// Offset of the last record processed there.
+    pub offset: u64,
 }
 
 /// `{"type":"credit","sub":..,"records":n}`.
@@ -363,6 +396,7 @@ fn explain_value(value: Value, cause: &str) -> FrameError {
         Some("subscribe") => path_of::<SubscribeFrame>(&value),
         Some("credit") => path_of::<CreditFrame>(&value),
         Some("unsubscribe") => path_of::<UnsubscribeFrame>(&value),
+        Some("commit") => path_of::<CommitFrame>(&value),
         _ => None,
     }
     .unwrap_or_else(|| cause.to_owned());
@@ -373,7 +407,7 @@ fn explain_value(value: Value, cause: &str) -> FrameError {
     let message = match envelope.kind {
         None => format!("the frame has no \"type\"; expected {CLIENT_TYPES}"),
         Some(Value::String(kind)) => match kind.as_str() {
-            "auth" | "produce" | "subscribe" | "credit" | "unsubscribe" | "ping" => {
+            "auth" | "produce" | "subscribe" | "credit" | "commit" | "unsubscribe" | "ping" => {
                 format!("invalid {kind} frame: {cause}")
             }
             _ => format!("unknown frame type {kind:?}; expected {CLIENT_TYPES}"),
@@ -555,6 +589,30 @@ pub enum ServerFrame<'a> {
         /// How long, in milliseconds.
         throttle_time_ms: u64,
     },
+    /// A group subscription's partitions, sent when they change.
+    Assigned {
+        /// The subscription's id.
+        sub: &'a str,
+        /// The partitions this connection now reads.
+        partitions: Vec<AssignedPartition>,
+    },
+    /// A commit was stored.
+    Committed {
+        /// The subscription's id.
+        sub: &'a str,
+        /// The commit frame's id, if it had one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+    },
+}
+
+/// A topic partition in an `assigned` frame.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+pub struct AssignedPartition {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
 }
 
 /// A frame ready for the socket.

@@ -33,6 +33,9 @@ use crate::app::AppState;
 use crate::auth::quota::CountPermit;
 use crate::auth::ws::{FrameAccess, SessionGuard, Verdict, CLOSE_UNAUTHENTICATED};
 use crate::error::ApiError;
+use crate::telemetry::messaging;
+use crate::telemetry::metrics::WEBSOCKET_CONNECTIONS;
+use crate::telemetry::{propagation, GaugeGuard};
 
 /// How long a closing session waits for the client's Close after sending
 /// its own, so the close handshake completes.
@@ -111,6 +114,7 @@ where
         + Unpin
         + 'static,
 {
+    let _open = GaugeGuard::hold(WEBSOCKET_CONNECTIONS);
     let (sink, mut stream) = socket.split();
     let (tx, rx) = mpsc::channel(DEFAULT_WS_OUTBOUND_FRAMES);
     let out = Outbox::new(tx, settings.framing);
@@ -249,19 +253,34 @@ impl Session {
                 let credit = subscribe.credit.unwrap_or(DEFAULT_WS_INITIAL_CREDIT);
                 let (grants, granted) = watch::channel(credit);
                 let id = subscribe.id.clone();
-                let task = Subscription::start(
-                    Arc::clone(&self.state.federation),
-                    subscribe,
-                    granted,
-                    self.settings.pause_limit,
-                    self.out.clone(),
-                );
-                let task = tokio::spawn(task).abort_handle();
+                let (task, commits) = if subscribe.group.is_some() {
+                    let (commits, queue) = mpsc::channel(super::group::DEFAULT_WS_COMMIT_QUEUE);
+                    let task = super::group::GroupMember::start(
+                        self.state.clone(),
+                        subscribe,
+                        granted,
+                        self.settings.pause_limit,
+                        self.out.clone(),
+                        queue,
+                    );
+                    (tokio::spawn(task).abort_handle(), Some(commits))
+                } else {
+                    let task = Subscription::start(
+                        Arc::clone(&self.state.federation),
+                        Arc::clone(&self.state.telemetry),
+                        subscribe,
+                        granted,
+                        self.settings,
+                        self.out.clone(),
+                    );
+                    (tokio::spawn(task).abort_handle(), None)
+                };
                 self.subscriptions.by_id.insert(
                     id,
                     Handle {
                         grants,
                         task,
+                        commits,
                         _quota: quota_permit,
                     },
                 );
@@ -301,6 +320,44 @@ impl Session {
             ClientFrame::Ping => {
                 send(&self.out, &ServerFrame::Pong).await;
             }
+            ClientFrame::Commit(commit) => {
+                let queue = self
+                    .subscriptions
+                    .by_id
+                    .get(&commit.sub)
+                    .map(|h| h.commits.clone());
+                let error = match queue {
+                    Some(Some(queue)) => match queue.try_send(commit) {
+                        Ok(()) => return,
+                        Err(mpsc::error::TrySendError::Full(commit)) => (
+                            commit,
+                            ApiError::new(
+                                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                                429,
+                                "too many commits in flight on this subscription; wait for `committed`",
+                            ),
+                        ),
+                        Err(mpsc::error::TrySendError::Closed(commit)) => {
+                            let error = unknown_subscription(&commit.sub);
+                            (commit, error)
+                        }
+                    },
+                    Some(None) => {
+                        let error = ApiError::bad_request(format!(
+                            "subscription {:?} has no group; only group subscriptions commit",
+                            commit.sub
+                        ));
+                        (commit, error)
+                    }
+                    None => {
+                        let error = unknown_subscription(&commit.sub);
+                        (commit, error)
+                    }
+                };
+                let (commit, error) = error;
+                let frame = ServerFrame::error(commit.id.as_deref(), Some(&commit.sub), &error);
+                send(&self.out, &frame).await;
+            }
         }
     }
 
@@ -323,9 +380,18 @@ impl Session {
         };
         let state = self.state.clone();
         let out = self.out.clone();
+        // Only worth parsing when spans are recorded.
+        let parent = if state.telemetry.tracing_enabled() {
+            propagation::context_from(
+                frame.traceparent.as_deref().map(str::as_bytes),
+                frame.tracestate.as_deref(),
+            )
+        } else {
+            opentelemetry::Context::new()
+        };
         tokio::spawn(async move {
             let _permit = permit;
-            let answer = produce(&state, &frame.topic, records, acks).await;
+            let answer = produce(&state, &frame.topic, records, acks, &parent).await;
             let _ = match answer {
                 Ok(offsets) => {
                     out.send(&ServerFrame::Ack {
@@ -350,11 +416,10 @@ async fn produce(
     topic: &str,
     records: Vec<ProduceRecord>,
     acks: sluice_broker::Acks,
+    parent: &opentelemetry::Context,
 ) -> Result<Vec<AckOffset>, ApiError> {
-    let produced = state
-        .federation
-        .produce_to_epoch(topic, records, acks)
-        .await?;
+    let produced =
+        messaging::produce(state, topic, records, acks, parent, messaging::WEBSOCKET).await?;
     let epoch = produced.epoch;
     Ok(produced
         .offsets
@@ -389,6 +454,7 @@ fn frame_ids(frame: &ClientFrame) -> (Option<&str>, Option<&str>) {
         ClientFrame::Subscribe(s) => (Some(&s.id), None),
         ClientFrame::Credit(c) => (None, Some(&c.sub)),
         ClientFrame::Unsubscribe(u) => (None, Some(&u.sub)),
+        ClientFrame::Commit(c) => (c.id.as_deref(), Some(&c.sub)),
         ClientFrame::Ping | ClientFrame::Auth(_) => (None, None),
     }
 }
@@ -404,6 +470,8 @@ struct Handle {
     task: AbortHandle,
     /// The principal's subscription quota unit, given back with the handle.
     _quota: Option<CountPermit>,
+    /// Where `commit` frames go, for a group subscription.
+    commits: Option<mpsc::Sender<super::protocol::CommitFrame>>,
 }
 
 /// The connection's subscriptions by id; aborted when the session ends.

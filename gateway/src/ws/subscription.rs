@@ -21,19 +21,20 @@ use super::protocol::{
     BytesOut, Encoded, Framing, HeaderOut, RecordFrame, ServerFrame, SubscribeFrame,
 };
 use super::session::{send, Outbox};
-use super::CLOSE_SLOW_CONSUMER;
+use super::{SessionSettings, CLOSE_SLOW_CONSUMER};
 use crate::error::ApiError;
 use crate::start::StartAt;
+use crate::telemetry::messaging::{self, Delivery};
+use crate::telemetry::metrics::WEBSOCKET_SUBSCRIPTIONS;
+use crate::telemetry::{GaugeGuard, Telemetry};
 
 /// `max_bytes` of each partition read: what a subscription holds at most.
 pub const DEFAULT_WS_READ_MAX_BYTES: usize = 256 * 1024;
 
-/// Sleep between polling rounds that found no record.
-pub const DEFAULT_WS_POLL_IDLE_MS: u64 = 100;
-
 /// A running subscription.
 pub struct Subscription {
     federation: Arc<Federation>,
+    telemetry: Arc<Telemetry>,
     id: String,
     topic: String,
     /// The position after the last record sent, on every partition.
@@ -43,7 +44,11 @@ pub struct Subscription {
     /// Records sent so far.
     sent: u64,
     pause_limit: Duration,
+    /// Sleep between polling rounds that found no record.
+    poll_idle: Duration,
     out: Outbox,
+    /// Wakes the idle wait when this gateway appends to the topic.
+    appended: Option<watch::Receiver<u64>>,
 }
 
 /// Why a subscription stops.
@@ -63,9 +68,10 @@ impl Subscription {
     /// records until stopped.
     pub async fn start(
         federation: Arc<Federation>,
+        telemetry: Arc<Telemetry>,
         frame: SubscribeFrame,
         granted: watch::Receiver<u64>,
-        pause_limit: Duration,
+        settings: SessionSettings,
         out: Outbox,
     ) {
         let (partitions, cursor) = match settle(&federation, &frame).await {
@@ -82,14 +88,19 @@ impl Subscription {
         if !send(&out, &subscribed).await {
             return;
         }
+        let appended = federation.watch_appends(&frame.topic);
+        let _running = GaugeGuard::hold(WEBSOCKET_SUBSCRIPTIONS);
         let subscription = Self {
+            appended,
             federation,
+            telemetry,
             id: frame.id,
             topic: frame.topic,
             cursor,
             granted,
             sent: 0,
-            pause_limit,
+            pause_limit: settings.pause_limit,
+            poll_idle: settings.poll_idle,
             out,
         };
         subscription.run().await;
@@ -159,7 +170,8 @@ impl Subscription {
             }
             if !delivered {
                 tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(DEFAULT_WS_POLL_IDLE_MS)) => {}
+                    () = tokio::time::sleep(self.poll_idle) => {}
+                    () = crate::start::appended(&mut self.appended) => {}
                     () = self.out.closed() => return Stop::Closed,
                     changed = self.granted.changed() => {
                         if changed.is_err() {
@@ -171,8 +183,22 @@ impl Subscription {
         }
     }
 
+    /// How this subscription's deliveries are traced and counted.
+    fn delivery(&self) -> Delivery<'_> {
+        Delivery {
+            topic: &self.topic,
+            protocol: messaging::WEBSOCKET,
+            group: None,
+        }
+    }
+
     /// Sends a batch's records as credit allows; says whether there was any.
     async fn deliver(&mut self, partition: u32, batch: &ReadBatch) -> Result<bool, Stop> {
+        let cluster = match batch.records.is_empty() {
+            true => None,
+            false => self.federation.epoch_cluster(&self.topic, batch.epoch),
+        };
+        let cluster = cluster.as_deref().unwrap_or_default();
         for record in &batch.records {
             if self.granted.has_changed().is_err() {
                 return Err(Stop::Unsubscribed);
@@ -183,6 +209,7 @@ impl Subscription {
                 epoch: batch.epoch,
                 next_offset: record.offset + 1,
             });
+            let span = self.delivery().start_span(&self.telemetry, cluster, record);
             let frame = render(
                 self.out.framing(),
                 &self.id,
@@ -193,7 +220,12 @@ impl Subscription {
             if !self.out.send_encoded(frame).await {
                 return Err(Stop::Closed);
             }
+            if let Some(mut span) = span {
+                opentelemetry::trace::Span::end(&mut span);
+            }
             self.sent += 1;
+            self.delivery()
+                .count(&self.telemetry, cluster, std::slice::from_ref(record));
         }
         // Also after an empty batch: the read may have moved to a later epoch.
         self.cursor.set(Position {

@@ -93,9 +93,12 @@ fn app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let cluster = Arc::new(MemoryCluster::default());
     let clusters: Vec<Arc<dyn Cluster>> = vec![cluster.clone()];
     let federation = Federation::new(clusters, config.topics.clone()).expect("federation");
+    let federation = Arc::new(federation);
     let state = AppState {
         shutdown: crate::server::ShutdownHandle::new(),
-        federation: Arc::new(federation),
+        telemetry: crate::telemetry::Telemetry::disabled(&config),
+        consumers: crate::rest::consumers::Consumers::new(federation.clone(), &config),
+        federation,
         config: Arc::new(config),
     };
     TestApp {

@@ -1,0 +1,296 @@
+//! Traces, metrics and logs.
+//!
+//! - [`Telemetry`] (this file): the tracer (when `[tracing]` names an OTLP
+//!   endpoint) and the per-cluster metric handles, shared by every handler.
+//! - [`metrics`]: every metric's name, kind and labels, in one list.
+//! - [`propagation`]: W3C `traceparent` in HTTP headers, WebSocket frames
+//!   and record headers.
+//! - [`http`]: the tower layer giving each request a server span, a log
+//!   span with its trace id, and request metrics by route template.
+//! - [`messaging`]: produce and delivery spans with OpenTelemetry's
+//!   messaging conventions, and the record counters.
+//! - [`export`]: the bounded span queue in front of the OTLP exporter.
+//! - [`scrape`]: `GET /metrics` on the admin listener.
+//! - [`logs`]: text or JSON log lines carrying trace ids.
+//!
+//! `docs/observability.md` describes what is exported.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use opentelemetry::trace::{SpanBuilder, SpanKind, Tracer as _, TracerProvider as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, SpanExporter as _};
+use opentelemetry_sdk::Resource;
+use sluice_config::{ClusterKind, Config};
+
+pub mod export;
+pub mod http;
+pub mod logs;
+pub mod messaging;
+pub mod metrics;
+pub mod propagation;
+pub mod scrape;
+
+/// Interval of the Prometheus recorder's upkeep (draining histogram
+/// samples), so memory stays bounded between scrapes.
+pub const DEFAULT_METRICS_UPKEEP_MS: u64 = 5_000;
+
+/// `messaging.system` of records on an embedded cluster (Sluice's own log).
+pub const EMBEDDED_MESSAGING_SYSTEM: &str = "sluice";
+
+/// Instrumentation scope of Sluice's spans.
+const SCOPE: &str = "sluice";
+
+/// The process-wide Prometheus recorder; `None` if another recorder was
+/// installed first (metrics then go there and `/metrics` is empty).
+fn prometheus() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_seconds".into()),
+                    metrics::LATENCY_BUCKETS_SECONDS,
+                )
+                .ok()?;
+            let handle = builder.install_recorder().ok()?;
+            metrics::describe();
+            Some(handle)
+        })
+        .as_ref()
+}
+
+/// Per-cluster counters, registered once so the hot paths look them up by
+/// name instead of building labels per request.
+pub struct ClusterMetrics {
+    /// `messaging.system` of the cluster: `kafka` or `sluice`.
+    pub system: &'static str,
+    by_protocol: [ProtocolMetrics; messaging::PROTOCOLS.len()],
+    produce_duration: ::metrics::Histogram,
+}
+
+struct ProtocolMetrics {
+    produced_records: ::metrics::Counter,
+    produced_bytes: ::metrics::Counter,
+    delivered_records: ::metrics::Counter,
+    delivered_bytes: ::metrics::Counter,
+}
+
+impl ClusterMetrics {
+    fn new(cluster: &str, system: &'static str) -> Self {
+        use self::metrics::*;
+        let by_protocol = messaging::PROTOCOLS.map(|protocol| {
+            let labels = [
+                (LABEL_CLUSTER, cluster.to_owned()),
+                (LABEL_PROTOCOL, protocol.to_owned()),
+            ];
+            ProtocolMetrics {
+                produced_records: ::metrics::counter!(PRODUCED_RECORDS_TOTAL, &labels),
+                produced_bytes: ::metrics::counter!(PRODUCED_BYTES_TOTAL, &labels),
+                delivered_records: ::metrics::counter!(DELIVERED_RECORDS_TOTAL, &labels),
+                delivered_bytes: ::metrics::counter!(DELIVERED_BYTES_TOTAL, &labels),
+            }
+        });
+        Self {
+            system,
+            by_protocol,
+            produce_duration: ::metrics::histogram!(
+                PRODUCE_DURATION_SECONDS,
+                LABEL_CLUSTER => cluster.to_owned()
+            ),
+        }
+    }
+}
+
+/// The tracer, when tracing is on, and its export queue.
+struct Tracing {
+    tracer: SdkTracer,
+    provider: SdkTracerProvider,
+    queue: export::ExportQueue,
+}
+
+/// What handlers need to trace and count; one per gateway.
+pub struct Telemetry {
+    tracing: Option<Tracing>,
+    clusters: HashMap<String, ClusterMetrics>,
+    prometheus: Option<&'static PrometheusHandle>,
+    upkeep: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Telemetry {
+    /// Sets up metrics and, when `[tracing]` names an endpoint, the tracer
+    /// and its export task. Needs a Tokio runtime.
+    pub fn start(config: &Config) -> anyhow::Result<Arc<Self>> {
+        let prometheus = prometheus();
+        let upkeep = prometheus.map(|handle| {
+            tokio::spawn(async move {
+                let mut ticker =
+                    tokio::time::interval(Duration::from_millis(DEFAULT_METRICS_UPKEEP_MS));
+                loop {
+                    ticker.tick().await;
+                    handle.run_upkeep();
+                }
+            })
+        });
+        let tracing = match config.tracing.traces_url() {
+            Some(url) => Some(start_tracing(config, &url)?),
+            None => None,
+        };
+        Ok(Arc::new(Self {
+            tracing,
+            clusters: cluster_metrics(config),
+            prometheus,
+            upkeep,
+        }))
+    }
+
+    /// Metrics only, no tracing: for tests that build an [`crate::app::AppState`].
+    pub fn disabled(config: &Config) -> Arc<Self> {
+        Arc::new(Self {
+            tracing: None,
+            clusters: cluster_metrics(config),
+            prometheus: prometheus(),
+            upkeep: None,
+        })
+    }
+
+    /// Whether spans are recorded at all.
+    pub fn tracing_enabled(&self) -> bool {
+        self.tracing.is_some()
+    }
+
+    /// The counters of a cluster (configured at start).
+    pub fn cluster(&self, name: &str) -> Option<&ClusterMetrics> {
+        self.clusters.get(name)
+    }
+
+    /// The Prometheus exposition of every metric.
+    pub fn render_metrics(&self) -> String {
+        self.prometheus.map(|h| h.render()).unwrap_or_default()
+    }
+
+    /// Starts a span under `parent` if tracing is on and the sampler keeps
+    /// it. Unsampled spans cost no allocation: the caller names the span
+    /// and adds attributes only to the span this returns.
+    pub fn start_span(
+        &self,
+        name: &'static str,
+        kind: SpanKind,
+        parent: &Context,
+    ) -> Option<opentelemetry_sdk::trace::Span> {
+        let tracing = self.tracing.as_ref()?;
+        let span = tracing
+            .tracer
+            .build_with_context(SpanBuilder::from_name(name).with_kind(kind), parent);
+        opentelemetry::trace::Span::is_recording(&span).then_some(span)
+    }
+
+    /// Exports what is queued, then stops exporting.
+    pub async fn shutdown(&self) {
+        if let Some(upkeep) = &self.upkeep {
+            upkeep.abort();
+        }
+        if let Some(tracing) = &self.tracing {
+            // Ends the provider first so no span is queued after the flush.
+            let _ = tracing.provider.shutdown();
+            tracing.queue.shutdown().await;
+        }
+    }
+
+    /// Exports what is queued now (tests wait for spans with it).
+    pub async fn flush(&self) {
+        if let Some(tracing) = &self.tracing {
+            tracing.queue.flush(export::DEFAULT_FLUSH_TIMEOUT).await;
+        }
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(upkeep) = &self.upkeep {
+            upkeep.abort();
+        }
+    }
+}
+
+fn cluster_metrics(config: &Config) -> HashMap<String, ClusterMetrics> {
+    config
+        .clusters
+        .iter()
+        .map(|c| {
+            let system = match c.kind {
+                ClusterKind::Kafka => "kafka",
+                ClusterKind::Embedded => EMBEDDED_MESSAGING_SYSTEM,
+            };
+            (c.name.clone(), ClusterMetrics::new(&c.name, system))
+        })
+        .collect()
+}
+
+fn start_tracing(config: &Config, url: &str) -> anyhow::Result<Tracing> {
+    let t = &config.tracing;
+    let timeout = Duration::from_millis(t.export_timeout_ms);
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(url)
+        .with_timeout(timeout)
+        .build()
+        .with_context(|| format!("tracing.otlp_endpoint: cannot export to {url}"))?;
+    let resource = Resource::builder()
+        .with_service_name(t.service_name.clone())
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .build();
+    exporter.set_resource(&resource);
+    let (processor, queue) = export::start(
+        exporter,
+        export::QueueSettings {
+            max_queue: t.max_queue_spans,
+            max_batch: t.max_export_batch_spans,
+            interval: Duration::from_millis(t.export_interval_ms),
+            timeout,
+        },
+    );
+    let provider = SdkTracerProvider::builder()
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            t.sampling_ratio,
+        ))))
+        .with_span_processor(processor)
+        .with_resource(resource)
+        .build();
+    let tracer = provider.tracer(SCOPE);
+    tracing::info!(
+        endpoint = url,
+        sampling_ratio = t.sampling_ratio,
+        "exporting traces over OTLP/HTTP"
+    );
+    Ok(Tracing {
+        tracer,
+        provider,
+        queue,
+    })
+}
+
+/// Holds one unit of a gauge (an open connection, a running
+/// subscription) for as long as it lives.
+pub struct GaugeGuard(::metrics::Gauge);
+
+impl GaugeGuard {
+    /// Adds one to the gauge `name` until dropped.
+    pub fn hold(name: &'static str) -> Self {
+        let gauge = ::metrics::gauge!(name);
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
