@@ -205,8 +205,16 @@ mod tests {
         );
         assert_eq!(public(&Method::GET, None), Access::Authenticated);
         assert_eq!(
-            public(&Method::GET, Some("/consumers/{group}")),
+            public(&Method::GET, Some("/nothing/{here}")),
             Access::Unlisted
+        );
+        assert_eq!(
+            public(&Method::POST, Some("/consumers/{group}")),
+            Access::Cluster(Operation::Consume)
+        );
+        assert_eq!(
+            admin(&Method::POST, Some("/internal/v2/consumers/{group}")),
+            Access::Public
         );
         assert_eq!(admin(&Method::GET, Some("/healthz")), Access::Public);
         assert_eq!(
