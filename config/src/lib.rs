@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod auth;
 mod validate;
+
+pub use auth::*;
 
 pub use validate::is_valid_topic_name;
 
@@ -89,6 +92,9 @@ pub struct Config {
     /// `clusters`. Like a catalog file per cluster: adding a cluster is
     /// adding a file.
     pub clusters_dir: Option<PathBuf>,
+    /// Identity, ACLs and quotas; absent means auth is off (see `auth`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthConfig>,
 }
 
 impl Default for Config {
@@ -107,6 +113,7 @@ impl Default for Config {
                 .map(|i| ClusterConfig::embedded(&format!("local-{i}")))
                 .collect(),
             clusters_dir: None,
+            auth: None,
         }
     }
 }

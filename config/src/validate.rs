@@ -115,6 +115,9 @@ pub(crate) fn validate(config: &Config, file: &Path) -> Result<(), ConfigError> 
         ));
     }
 
+    if let Some(auth) = &config.auth {
+        crate::auth::validate(auth, file)?;
+    }
     validate_tracing(&config.tracing).map_err(|(key, rule)| invalid(key, rule))?;
     validate_consumers(config, &invalid)?;
 

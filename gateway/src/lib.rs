@@ -11,6 +11,8 @@
 //!   subscriptions with credit and cursor resume).
 //! - [`admin`]: the admin listener's router (health, readiness, federation
 //!   admin API); [`admin_client`]: the client `sluice federation` uses.
+//! - [`auth`]: identity (API keys, JWTs, client certificates), ACLs and
+//!   quotas, in front of both listeners and inside WebSocket sessions.
 //! - [`tls`]: server certificates, loaded from config or generated.
 //! - [`telemetry`]: OpenTelemetry spans and W3C trace context, Prometheus
 //!   metrics (`/metrics` on the admin listener), and log output.
@@ -20,6 +22,7 @@
 pub mod admin;
 pub mod admin_client;
 pub mod app;
+pub mod auth;
 pub mod error;
 pub mod rest;
 pub mod server;

@@ -41,6 +41,21 @@ enum Command {
         #[command(subcommand)]
         action: FederationAction,
     },
+    /// API keys for `[auth].api_keys`.
+    Auth {
+        #[command(subcommand)]
+        action: AuthAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuthAction {
+    /// Print the SHA-256 to put in `key_sha256`, of a key read from standard
+    /// input (one line), so the key never lands in shell history.
+    HashKey,
+    /// Make a new random key; prints the key (give it to the client, once)
+    /// and its hash (put it in the config).
+    NewKey,
 }
 
 #[derive(Subcommand)]
@@ -75,14 +90,14 @@ fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => {
-            let config = load(config.as_ref())?;
+        Command::Serve { config: path } => {
+            let config = load(path.as_ref())?;
             sluice::telemetry::logs::init(&config.log);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            runtime.block_on(serve(config))
+            runtime.block_on(serve(config, path))
         }
         Command::CheckConfig { config } => {
             let config = load(Some(&config))?;
@@ -91,6 +106,31 @@ fn main() -> anyhow::Result<()> {
                 "{}",
                 toml::to_string_pretty(&config)?
             );
+            Ok(())
+        }
+        Command::Auth { action } => {
+            let mut out = std::io::stdout().lock();
+            match action {
+                AuthAction::HashKey => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .context("reading the key from standard input")?;
+                    let key = line.trim_end_matches(['\n', '\r']);
+                    anyhow::ensure!(!key.is_empty(), "no key on standard input");
+                    let _ = writeln!(out, "{}", sluice::auth::apikey::hash_key(key));
+                }
+                AuthAction::NewKey => {
+                    let key = sluice::auth::apikey::generate_key()
+                        .map_err(|_| anyhow::anyhow!("the system random source failed"))?;
+                    let _ = writeln!(out, "key        = {key}");
+                    let _ = writeln!(
+                        out,
+                        "key_sha256 = \"{}\"",
+                        sluice::auth::apikey::hash_key(&key)
+                    );
+                }
+            }
             Ok(())
         }
         Command::Federation {
@@ -133,8 +173,26 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let gateway = Gateway::start(config).await?;
+    if let Some(path) = &path {
+        gateway.auth().set_source(path);
+    }
+    #[cfg(unix)]
+    {
+        // SIGHUP re-reads `[auth]` (ACLs, keys, quotas); connections stay.
+        let auth = gateway.auth().clone();
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    if let Err(e) = auth.reload() {
+                        tracing::error!(error = %e, "reload on SIGHUP failed; keeping the current rules");
+                    }
+                }
+            });
+        }
+    }
     let scheme = if gateway.tls { "https" } else { "http" };
     // One plain line that scripts and tests can wait for.
     println!(

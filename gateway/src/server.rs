@@ -20,7 +20,7 @@ use sluice_broker::embedded::EmbeddedCluster;
 use sluice_broker::kafka::KafkaCluster;
 use sluice_broker::Cluster;
 use sluice_config::PlacementStoreKind;
-use sluice_config::{ClusterConfig, ClusterKind, Config};
+use sluice_config::{CertPrincipalSource, ClusterConfig, ClusterKind, Config};
 use sluice_federation::kafka_store::KafkaStore;
 use sluice_federation::store::{FileStore, PlacementStore};
 use sluice_federation::Federation;
@@ -43,6 +43,8 @@ struct Limits {
     max_connections: usize,
     header_read_timeout: Duration,
     tls_handshake_timeout: Duration,
+    /// Where a client certificate names the principal (client certificates on).
+    cert_principal: Option<CertPrincipalSource>,
 }
 
 /// A running gateway: its listeners, clusters and the tasks serving them.
@@ -60,6 +62,7 @@ pub struct Gateway {
     shutdown: ShutdownHandle,
     listeners: JoinSet<()>,
     federation: Arc<Federation>,
+    auth: Arc<crate::auth::Auth>,
     embedded: Vec<Arc<EmbeddedCluster>>,
     kafka: Vec<Arc<KafkaCluster>>,
     telemetry: Arc<Telemetry>,
@@ -158,6 +161,7 @@ impl Gateway {
             .await
             .context("opening the federation")?;
 
+        let auth = crate::auth::Auth::new(&config).context("setting up auth")?;
         let shutdown = ShutdownHandle::new();
         let state = AppState {
             federation: federation.clone(),
@@ -171,8 +175,16 @@ impl Gateway {
         let public_tls = if config.listener.insecure {
             None
         } else {
-            let tls = ServerTls::load_or_generate(config.listener.tls.as_ref(), &data_dir)
-                .context("setting up TLS for the listener")?;
+            let client_auth = match config.auth.as_ref().and_then(|a| a.mtls.as_ref()) {
+                Some(mtls) => Some(crate::auth::mtls::client_verifier(mtls)?),
+                None => None,
+            };
+            let tls = ServerTls::load_or_generate_with_client_auth(
+                config.listener.tls.as_ref(),
+                &data_dir,
+                client_auth,
+            )
+            .context("setting up TLS for the listener")?;
             tracing::info!(
                 cert = %tls.cert_file.display(),
                 ca = tls.generated_ca_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
@@ -207,9 +219,15 @@ impl Gateway {
             max_connections: config.listener.max_connections,
             header_read_timeout: Duration::from_millis(config.listener.header_read_timeout_ms),
             tls_handshake_timeout: Duration::from_millis(config.listener.tls_handshake_timeout_ms),
+            cert_principal: config
+                .auth
+                .as_ref()
+                .and_then(|a| a.mtls.as_ref())
+                .map(|m| m.principal_from),
         };
         let admin_limits = Limits {
             max_connections: config.admin.max_connections,
+            cert_principal: None,
             ..public_limits
         };
 
@@ -217,7 +235,11 @@ impl Gateway {
         listeners.spawn(serve(
             public,
             public_tls.map(|t| TlsAcceptor::from(t.config)),
-            app::router(state.clone()),
+            crate::auth::layer::public(
+                app::router(state.clone()),
+                auth.clone(),
+                config.listener.max_body_bytes,
+            ),
             public_limits,
             grace,
             shutdown.subscribe(),
@@ -225,12 +247,15 @@ impl Gateway {
         listeners.spawn(serve(
             admin,
             admin_tls.map(|t| TlsAcceptor::from(t.config)),
-            crate::admin::router(federation.clone(), shutdown.clone())
-                .merge(crate::telemetry::scrape::router(
-                    telemetry.clone(),
-                    federation.clone(),
-                ))
-                .merge(crate::rest::consumers::internal_router(state.clone())),
+            crate::auth::layer::admin(
+                crate::admin::router(federation.clone(), shutdown.clone())
+                    .merge(crate::telemetry::scrape::router(
+                        telemetry.clone(),
+                        federation.clone(),
+                    ))
+                    .merge(crate::rest::consumers::internal_router(state.clone())),
+                auth.clone(),
+            ),
             admin_limits,
             grace,
             shutdown.subscribe(),
@@ -245,6 +270,7 @@ impl Gateway {
             shutdown,
             listeners,
             federation,
+            auth,
             embedded,
             kafka,
             telemetry,
@@ -259,6 +285,11 @@ impl Gateway {
     /// The federation this gateway routes through.
     pub fn federation(&self) -> &Arc<Federation> {
         &self.federation
+    }
+
+    /// Identity, ACLs and quotas; `reload` re-reads them.
+    pub fn auth(&self) -> &Arc<crate::auth::Auth> {
+        &self.auth
     }
 
     /// An embedded cluster by name (tests flip its fault switch).
@@ -407,8 +438,15 @@ async fn serve_connection(
     limits: Limits,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
+    // What auth knows of the connection, set once the handshake verified
+    // (or did not ask for) a client certificate.
+    let connection = Arc::new(std::sync::OnceLock::<Arc<crate::auth::Connection>>::new());
+    let for_requests = Arc::clone(&connection);
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
+        if let Some(connection) = for_requests.get() {
+            request.extensions_mut().insert(Arc::clone(connection));
+        }
         let router = router.clone();
         async move { router.oneshot(request).await }
     });
@@ -428,12 +466,18 @@ async fn serve_connection(
                         return;
                     }
                 };
+            let principal = limits.cert_principal.and_then(|source| {
+                let cert = stream.get_ref().1.peer_certificates()?.first()?;
+                crate::auth::mtls::principal_from_cert(cert, source)
+            });
+            let _ = connection.set(crate::auth::Connection::new(peer, principal));
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(client.addr = %peer, error = %e, "connection ended with an error");
             }
         }
         None => {
+            let _ = connection.set(crate::auth::Connection::new(peer, None));
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(client.addr = %peer, error = %e, "connection ended with an error");

@@ -64,6 +64,16 @@ impl ServerTls {
     /// Loads the configured certificate and key, or generates (once) and
     /// loads the local ones under `data_dir/tls`.
     pub fn load_or_generate(tls: Option<&TlsConfig>, data_dir: &Path) -> Result<Self, TlsError> {
+        Self::load_or_generate_with_client_auth(tls, data_dir, None)
+    }
+
+    /// As [`Self::load_or_generate`], asking clients for certificates that
+    /// `client_auth` verifies (see `crate::auth::mtls`).
+    pub fn load_or_generate_with_client_auth(
+        tls: Option<&TlsConfig>,
+        data_dir: &Path,
+        client_auth: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    ) -> Result<Self, TlsError> {
         let (cert_file, key_file, ca) = match tls {
             Some(t) => (t.cert_file.clone(), t.key_file.clone(), None),
             None => {
@@ -78,10 +88,13 @@ impl ServerTls {
         })?;
         let fingerprint_sha256 = fingerprint(&certs[0]);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)?;
+        let builder = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?;
+        let builder = match client_auth {
+            Some(verifier) => builder.with_client_cert_verifier(verifier),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_single_cert(certs, key)?;
         config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
         Ok(Self {
             config: Arc::new(config),

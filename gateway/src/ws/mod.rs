@@ -18,8 +18,11 @@ use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
+use axum::Extension;
 
 use crate::app::AppState;
+use crate::auth::ws::SessionGuard;
+use crate::auth::AuthContext;
 use crate::error::ApiError;
 use crate::rest::extract::QueryParams;
 
@@ -77,6 +80,7 @@ pub struct SessionSettings {
 /// `GET /v1/ws[?pause_limit_ms=N]`: upgrades to a WebSocket session.
 pub async fn upgrade(
     State(state): State<AppState>,
+    auth: Option<Extension<AuthContext>>,
     query: QueryParams,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
@@ -128,5 +132,10 @@ pub async fn upgrade(
         .max_frame_size(max_bytes)
         .read_buffer_size(DEFAULT_WS_READ_BUFFER_BYTES)
         .write_buffer_size(DEFAULT_WS_WRITE_BUFFER_BYTES)
-        .on_upgrade(move |socket| session::run(socket, state, settings)))
+        // A `sluice.bearer.<token>` subprotocol may have carried the
+        // credential (crate::auth::layer); only the framing one is echoed.
+        .on_upgrade(move |socket| {
+            let guard = SessionGuard::new(auth.map(|Extension(context)| context));
+            session::run(socket, state, settings, guard)
+        }))
 }

@@ -159,7 +159,7 @@ pub struct HeaderIn {
 }
 
 /// The frame types a client may send, for error messages.
-const CLIENT_TYPES: &str = "produce, subscribe, credit, commit, unsubscribe or ping";
+const CLIENT_TYPES: &str = "auth, produce, subscribe, credit, commit, unsubscribe or ping";
 
 /// A frame from the client.
 #[derive(Debug, Deserialize)]
@@ -177,6 +177,21 @@ pub enum ClientFrame {
     Commit(CommitFrame),
     /// Answered by `pong`.
     Ping,
+    /// Credentials, for a session opened with `?auth=frame` (see `crate::auth::ws`).
+    Auth(AuthFrame),
+}
+
+/// `{"type":"auth","token":..}`: an API key or a JWT. Never printed.
+#[derive(Deserialize)]
+pub struct AuthFrame {
+    /// The credential.
+    pub token: String,
+}
+
+impl std::fmt::Debug for AuthFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuthFrame { .. }")
+    }
 }
 
 /// `{"type":"produce","id":..,"topic":..,"records":[..],"acks"?:..,"traceparent"?:..,"tracestate"?:..}`.
@@ -397,7 +412,7 @@ fn explain_value(value: Value, cause: &str) -> FrameError {
     let message = match envelope.kind {
         None => format!("the frame has no \"type\"; expected {CLIENT_TYPES}"),
         Some(Value::String(kind)) => match kind.as_str() {
-            "produce" | "subscribe" | "credit" | "commit" | "unsubscribe" | "ping" => {
+            "auth" | "produce" | "subscribe" | "credit" | "commit" | "unsubscribe" | "ping" => {
                 format!("invalid {kind} frame: {cause}")
             }
             _ => format!("unknown frame type {kind:?}; expected {CLIENT_TYPES}"),
@@ -569,6 +584,16 @@ pub enum ServerFrame<'a> {
     Record(RecordFrame<'a>),
     /// Answer to `ping`.
     Pong,
+    /// Answer to a good `auth` frame.
+    Authenticated {
+        /// Who the session now is.
+        principal: &'a str,
+    },
+    /// The session is over a quota: the gateway stops reading for this long.
+    Throttle {
+        /// How long, in milliseconds.
+        throttle_time_ms: u64,
+    },
     /// A group subscription's partitions, sent when they change.
     Assigned {
         /// The subscription's id.

@@ -30,6 +30,8 @@ use super::subscription::Subscription;
 use super::DEFAULT_WS_OUTBOUND_FRAMES;
 use super::{SessionSettings, DEFAULT_WS_BATCH_FRAMES, DEFAULT_WS_INITIAL_CREDIT};
 use crate::app::AppState;
+use crate::auth::quota::CountPermit;
+use crate::auth::ws::{FrameAccess, SessionGuard, Verdict, CLOSE_UNAUTHENTICATED};
 use crate::error::ApiError;
 use crate::telemetry::messaging;
 use crate::telemetry::metrics::WEBSOCKET_CONNECTIONS;
@@ -94,12 +96,17 @@ pub async fn send(out: &Outbox, frame: &ServerFrame<'_>) -> bool {
 }
 
 /// Serves an upgraded connection until either side closes it.
-pub async fn run(socket: WebSocket, state: AppState, settings: SessionSettings) {
-    serve(socket, state, settings).await;
+pub async fn run(
+    socket: WebSocket,
+    state: AppState,
+    settings: SessionSettings,
+    guard: SessionGuard,
+) {
+    serve(socket, state, settings, guard).await;
 }
 
 /// [`run`] over any socket of axum's message type.
-pub async fn serve<S>(socket: S, state: AppState, settings: SessionSettings)
+pub async fn serve<S>(socket: S, state: AppState, settings: SessionSettings, guard: SessionGuard)
 where
     S: Sink<Message, Error = axum::Error>
         + Stream<Item = Result<Message, axum::Error>>
@@ -118,6 +125,7 @@ where
         out,
         permits: Arc::new(Semaphore::new(settings.max_in_flight)),
         subscriptions: Subscriptions::default(),
+        guard,
     };
     // Whether a close handshake is under way and worth finishing.
     let closing = loop {
@@ -167,6 +175,7 @@ struct Session {
     out: Outbox,
     permits: Arc<Semaphore>,
     subscriptions: Subscriptions,
+    guard: SessionGuard,
 }
 
 impl Session {
@@ -182,6 +191,7 @@ impl Session {
     /// Handles one frame; only produces keep the permit.
     async fn handle(&mut self, frame: &[u8], permit: OwnedSemaphorePermit) {
         self.subscriptions.forget_finished();
+        let bytes = frame.len();
         let frame = match ClientFrame::decode(self.settings.framing, frame) {
             Ok(frame) => frame,
             Err(FrameError { id, sub, error }) => {
@@ -190,7 +200,42 @@ impl Session {
                 return;
             }
         };
+        // Auth sees every frame first (crate::auth::ws).
+        let quota_permit = match self.guard.check(frame_access(&frame, bytes)) {
+            Verdict::Pass { pause, permit } => {
+                if !pause.is_zero() {
+                    // Not reading while paused is the throttle.
+                    let notice = ServerFrame::Throttle {
+                        throttle_time_ms: pause.as_millis() as u64,
+                    };
+                    send(&self.out, &notice).await;
+                    tokio::time::sleep(pause).await;
+                }
+                permit
+            }
+            Verdict::Authenticated(principal) => {
+                let answer = ServerFrame::Authenticated {
+                    principal: &principal,
+                };
+                send(&self.out, &answer).await;
+                return;
+            }
+            Verdict::Refuse(error) => {
+                let (id, sub) = frame_ids(&frame);
+                send(&self.out, &ServerFrame::error(id, sub, &error)).await;
+                return;
+            }
+            Verdict::Close(error) => {
+                let (id, sub) = frame_ids(&frame);
+                send(&self.out, &ServerFrame::error(id, sub, &error)).await;
+                self.out
+                    .close(CLOSE_UNAUTHENTICATED, error.message.clone())
+                    .await;
+                return;
+            }
+        };
         match frame {
+            ClientFrame::Auth(_) => {}
             ClientFrame::Produce(produce) => self.produce(produce, permit).await,
             ClientFrame::Subscribe(subscribe) => {
                 if self.subscriptions.by_id.contains_key(&subscribe.id) {
@@ -236,6 +281,7 @@ impl Session {
                         grants,
                         task,
                         commits,
+                        _quota: quota_permit,
                     },
                 );
             }
@@ -391,6 +437,28 @@ async fn produce(
         .collect())
 }
 
+/// What auth needs to know of a frame.
+fn frame_access(frame: &ClientFrame, bytes: usize) -> FrameAccess<'_> {
+    match frame {
+        ClientFrame::Auth(auth) => FrameAccess::Auth(&auth.token),
+        ClientFrame::Produce(p) => FrameAccess::Produce(&p.topic, bytes as u64),
+        ClientFrame::Subscribe(s) => FrameAccess::Subscribe(&s.topic),
+        _ => FrameAccess::Other,
+    }
+}
+
+/// The id and subscription an answer to `frame` correlates with.
+fn frame_ids(frame: &ClientFrame) -> (Option<&str>, Option<&str>) {
+    match frame {
+        ClientFrame::Produce(p) => (Some(&p.id), None),
+        ClientFrame::Subscribe(s) => (Some(&s.id), None),
+        ClientFrame::Credit(c) => (None, Some(&c.sub)),
+        ClientFrame::Unsubscribe(u) => (None, Some(&u.sub)),
+        ClientFrame::Commit(c) => (c.id.as_deref(), Some(&c.sub)),
+        ClientFrame::Ping | ClientFrame::Auth(_) => (None, None),
+    }
+}
+
 fn unknown_subscription(sub: &str) -> ApiError {
     ApiError::bad_request(format!("no subscription {sub:?} on this connection"))
 }
@@ -400,6 +468,8 @@ struct Handle {
     /// Total credit granted so far.
     grants: watch::Sender<u64>,
     task: AbortHandle,
+    /// The principal's subscription quota unit, given back with the handle.
+    _quota: Option<CountPermit>,
     /// Where `commit` frames go, for a group subscription.
     commits: Option<mpsc::Sender<super::protocol::CommitFrame>>,
 }

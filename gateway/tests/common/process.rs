@@ -33,13 +33,16 @@ impl SluiceProcess {
 
     /// Starts `sluice serve --config path`.
     pub fn start_with_file(path: &Path) -> Self {
+        let log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+        Self::start_with_log(path, &log)
+    }
+
+    /// Starts `sluice serve --config path` with `RUST_LOG=log`.
+    pub fn start_with_log(path: &Path, log: &str) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(["serve", "--config"])
             .arg(path)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("RUST_LOG", log)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
