@@ -101,14 +101,20 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
         .with_context(|| format!("starting {}", args.sluice_bin.display()))?;
     let stdout = child.stdout.take().context("sluice stdout")?;
     let process = SluiceProcess(child);
-    let line = tokio::task::spawn_blocking(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|l| l.strip_prefix("sluice: listening on ").map(str::to_owned))
-    })
-    .await?
-    .context("sluice did not print its address")?;
+    // The reader keeps draining stdout after the address: a closed pipe
+    // would make the gateway's next line to stdout fail.
+    let (found, address) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut found = Some(found);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(address) = line.strip_prefix("sluice: listening on ") {
+                if let Some(found) = found.take() {
+                    let _ = found.send(address.to_owned());
+                }
+            }
+        }
+    });
+    let line = address.await.context("sluice did not print its address")?;
     let public = line.split_whitespace().next().unwrap_or_default();
     let port = public.rsplit(':').next().unwrap_or_default();
     let url = format!("https://localhost:{port}");
