@@ -1,9 +1,9 @@
 //! Quota accuracy: a client offering ten times its produce quota gets,
 //! over a bounded window, the quota (within ±5%), in both modes.
 //!
-//! The quota is 50 KB/s with a 100 ms burst and the window 8 s, so the
-//! bucket's burst is 1.25% of what the window allows and one request
-//! (5 KB) another 1.25%: a correct bucket lands well inside ±5%, a
+//! The quota is 50 KB/s with a 100 ms burst and the window 20 s, as the
+//! issue asks, so the bucket's burst is 0.5% of what the window allows and
+//! one request (5 KB) another 0.5%: a correct bucket lands well inside ±5%, a
 //! missing or leaky one (10x offered) far outside. The offered load is
 //! 100 requests/s, light enough for any machine that runs the suite, and
 //! the assertion is on bytes accepted, not on time taken.
@@ -24,7 +24,7 @@ use sluice_config::{
 
 const QUOTA_BYTES_PER_SEC: u64 = 50_000;
 const BURST_MS: u64 = 100;
-const WINDOW: Duration = Duration::from_secs(8);
+const WINDOW: Duration = Duration::from_secs(20);
 const OFFERED_FACTOR: u64 = 10;
 const VALUE_BYTES: usize = 3_700;
 const MAX_IN_FLIGHT: usize = 32;
