@@ -246,6 +246,68 @@ connections = 2
         .unwrap()
         .contains("producer p"));
     gw.stop().await;
+
+    // Opened in a real browser: Chromium parses the page with its three
+    // plots and their lines, and renders it.
+    let page = dir.path().join("report.html");
+    let dom = chromium(&page, &["--dump-dom"]);
+    for id in ["throughput", "p99-over-time", "latency-percentiles"] {
+        let at = dom
+            .find(&format!("<svg id=\"{id}\""))
+            .unwrap_or_else(|| panic!("Chromium's DOM has no plot {id}"));
+        let plot = &dom[at..at + dom[at..].find("</svg>").expect("plot closed")];
+        assert!(
+            plot.contains("<polyline"),
+            "plot {id} has no line in Chromium"
+        );
+    }
+    let png = dir.path().join("report.png");
+    let screenshot = format!("--screenshot={}", png.display());
+    chromium(&page, &[&screenshot, "--window-size=900,1400"]);
+    let size = std::fs::metadata(&png).expect("screenshot written").len();
+    // A blank page of this size compresses to a few KB; text and plots
+    // take tens.
+    assert!(size > 20_000, "screenshot of {size} bytes looks empty");
+}
+
+/// Runs headless Chromium (Debian's, installed by scripts/install-test-deps)
+/// on a local file with `args`, bounded in time; what it printed.
+fn chromium(page: &std::path::Path, args: &[&str]) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    // To a file, not a pipe: a full pipe would stall it.
+    let printed = profile.path().join("stdout");
+    let mut child = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .arg(format!("file://{}", page.display()))
+        .stdout(std::fs::File::create(&printed).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("chromium (run scripts/install-test-deps)");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chromium did not finish within 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "chromium failed: {status:?}");
+    std::fs::read_to_string(&printed).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
