@@ -925,6 +925,54 @@ async fn websocket_throttle_pauses_and_says_so() {
 }
 
 #[tokio::test]
+async fn websocket_pushes_count_against_the_consume_quota() {
+    let keys = Keys::new();
+    let gw = secure_gateway(&keys, |a| {
+        a.quotas.default = Some(QuotaConfig {
+            consume_bytes_per_sec: Some(2_000),
+            burst_ms: 100,
+            ..quota(QuotaMode::Reject)
+        });
+    })
+    .await;
+    // dev-1 may produce and consume its own topics.
+    let mut ws = Ws::connect(
+        &gw,
+        "",
+        Some(&format!("sluice.v1.json, sluice.bearer.{}", keys.dev1)),
+    )
+    .await
+    .expect("upgrade");
+    let big = "QUFB".repeat(100);
+    for i in 0..6 {
+        ws.send(json!({"type": "produce", "id": format!("p{i}"), "topic": "devices.dev-1.pushes", "records": [{"value": big}]}))
+            .await;
+        assert_eq!(ws.next().await.unwrap()["type"], "ack");
+    }
+    let started = std::time::Instant::now();
+    ws.send(json!({"type": "subscribe", "id": "s", "topic": "devices.dev-1.pushes", "from": "earliest"}))
+        .await;
+    let (mut records, mut throttles) = (0, 0);
+    while records < 6 {
+        let frame = ws.next().await.unwrap();
+        match frame["type"].as_str() {
+            Some("subscribed") => {}
+            Some("record") => records += 1,
+            Some("throttle") => {
+                assert!(frame["throttle_time_ms"].as_u64().unwrap() > 0);
+                throttles += 1;
+            }
+            other => panic!("unexpected {other:?}: {frame}"),
+        }
+    }
+    // Six pushes of about 700 bytes at 2,000 B/s with a 200-byte burst:
+    // the subscription is paused (both modes; a push cannot be refused).
+    assert!(throttles >= 2, "{throttles}");
+    assert!(started.elapsed() >= Duration::from_millis(1_000));
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn anonymous_only_when_allowed() {
     let keys = Keys::new();
     let gw = secure_gateway(&keys, |a| {

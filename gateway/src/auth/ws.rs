@@ -68,6 +68,18 @@ impl SessionGuard {
         self.principal.as_deref()
     }
 
+    /// The principal's quota buckets, for charging what a subscription
+    /// pushes against its consume rate; `None` without auth or quotas.
+    pub fn buckets(&self) -> Option<Arc<crate::auth::quota::Buckets>> {
+        let context = self.context.as_ref()?;
+        let principal = self.principal.as_ref()?;
+        let snapshot = context.auth.snapshot();
+        if !snapshot.enabled() {
+            return None;
+        }
+        context.auth.buckets(&snapshot, &principal.name)
+    }
+
     /// Looks at a frame before the session handles it.
     pub fn check(&mut self, frame: FrameAccess<'_>) -> Verdict {
         let Some(context) = &self.context else {

@@ -272,6 +272,7 @@ impl Session {
                         granted,
                         self.settings,
                         self.out.clone(),
+                        self.guard.buckets(),
                     );
                     (tokio::spawn(task).abort_handle(), None)
                 };

@@ -22,6 +22,7 @@ use super::protocol::{
 };
 use super::session::{send, Outbox};
 use super::{SessionSettings, CLOSE_SLOW_CONSUMER};
+use crate::auth::quota::{Buckets, Rate};
 use crate::error::ApiError;
 use crate::start::StartAt;
 use crate::telemetry::messaging::{self, Delivery};
@@ -49,6 +50,8 @@ pub struct Subscription {
     out: Outbox,
     /// Wakes the idle wait when this gateway appends to the topic.
     appended: Option<watch::Receiver<u64>>,
+    /// The principal's quota: pushed bytes count against its consume rate.
+    quota: Option<Arc<Buckets>>,
 }
 
 /// Why a subscription stops.
@@ -73,6 +76,7 @@ impl Subscription {
         granted: watch::Receiver<u64>,
         settings: SessionSettings,
         out: Outbox,
+        quota: Option<Arc<Buckets>>,
     ) {
         let (partitions, cursor) = match settle(&federation, &frame).await {
             Ok(start) => start,
@@ -91,6 +95,7 @@ impl Subscription {
         let appended = federation.watch_appends(&frame.topic);
         let _running = GaugeGuard::hold(WEBSOCKET_SUBSCRIPTIONS);
         let subscription = Self {
+            quota,
             appended,
             federation,
             telemetry,
@@ -217,8 +222,29 @@ impl Subscription {
                 &self.cursor,
                 record,
             );
+            let bytes = match &frame {
+                Encoded::Text(text) => text.len(),
+                Encoded::Binary(bytes) => bytes.len(),
+            } as u64;
             if !self.out.send_encoded(frame).await {
                 return Err(Stop::Closed);
+            }
+            // Over the consume quota: pause this subscription (both modes:
+            // a push cannot be refused) and say so.
+            if let Some(quota) = &self.quota {
+                let pause = quota.charge_stream(Rate::Consume, bytes);
+                if !pause.is_zero() {
+                    let notice = ServerFrame::Throttle {
+                        throttle_time_ms: pause.as_millis() as u64,
+                    };
+                    if !self.out.send(&notice).await {
+                        return Err(Stop::Closed);
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = self.out.closed() => return Err(Stop::Closed),
+                    }
+                }
             }
             if let Some(mut span) = span {
                 opentelemetry::trace::Span::end(&mut span);
