@@ -24,6 +24,9 @@ pub enum StartAt {
     Earliest,
     /// Only records produced from now on.
     Latest,
+    /// The first record of each partition with a timestamp at or after
+    /// this many milliseconds since the Unix epoch.
+    Time(i64),
 }
 
 impl StartAt {
@@ -37,9 +40,20 @@ impl StartAt {
             (Some(text), None) => Self::decode(text, topic),
             (None, None | Some("latest")) => Ok(Self::Latest),
             (None, Some("earliest")) => Ok(Self::Earliest),
-            (None, Some(other)) => Err(ApiError::bad_request(format!(
-                "from must be earliest or latest, got {other:?}"
-            ))),
+            (None, Some(other)) => {
+                let ms = if other.bytes().all(|b| b.is_ascii_digit()) {
+                    other.parse::<i64>().ok()
+                } else {
+                    crate::rest::time::parse_ms(other)
+                };
+                match ms {
+                    Some(ms) if ms >= 0 => Ok(Self::Time(ms)),
+                    _ => Err(ApiError::bad_request(format!(
+                        "from must be earliest, latest, milliseconds since the Unix epoch \
+                         or an RFC 3339 time, got {other:?}"
+                    ))),
+                }
+            }
         }
     }
 
@@ -61,6 +75,7 @@ impl StartAt {
             Self::Cursor(cursor) => check_covers(cursor, topic, partitions),
             Self::Earliest => earliest(federation, topic, partitions).await,
             Self::Latest => latest(federation, topic, partitions).await,
+            Self::Time(ms) => at_time(federation, topic, partitions, ms).await,
         }
     }
 }
@@ -109,6 +124,63 @@ async fn earliest(
             epoch: probe.epoch,
             next_offset,
         });
+    }
+    Ok(cursor)
+}
+
+/// Per partition, the first record at or after `ms`: the oldest epoch
+/// whose cluster holds one within the epoch's range, else the current
+/// end (only records produced from now on are that late).
+async fn at_time(
+    federation: &Federation,
+    topic: &str,
+    partitions: u32,
+    ms: i64,
+) -> Result<Cursor, ApiError> {
+    let placement = federation.placement(topic).ok_or_else(|| {
+        ApiError::from(FederationError::from(
+            sluice_broker::BrokerError::UnknownTopic(topic.to_owned()),
+        ))
+    })?;
+    let end = latest(federation, topic, partitions).await?;
+    let mut cursor = Cursor::default();
+    for partition in 0..partitions {
+        let mut found = None;
+        for epoch in &placement.epochs {
+            let slot = partition as usize;
+            let start = epoch.start_offsets.get(slot).copied().unwrap_or(0);
+            let stop = epoch
+                .end_offsets
+                .as_ref()
+                .and_then(|e| e.get(slot).copied());
+            let Some(member) = federation.member(&epoch.cluster) else {
+                continue;
+            };
+            let offset = member
+                .cluster
+                .offset_for_timestamp(topic, partition, ms)
+                .await
+                .map_err(|e| ApiError::from(FederationError::from(e)))?;
+            if let Some(offset) = offset {
+                let offset = offset.max(start);
+                if stop.is_none_or(|stop| offset < stop) {
+                    found = Some(Position {
+                        partition,
+                        epoch: epoch.epoch,
+                        next_offset: offset,
+                    });
+                    break;
+                }
+            }
+        }
+        match found.or_else(|| end.position(partition)) {
+            Some(position) => cursor.set(position),
+            None => {
+                return Err(ApiError::bad_request(format!(
+                    "no position for partition {partition} of {topic:?}"
+                )))
+            }
+        }
     }
     Ok(cursor)
 }

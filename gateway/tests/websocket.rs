@@ -664,7 +664,7 @@ async fn malformed_frames_get_errors_and_the_connection_stays_usable() {
         ),
         (
             r#"{"type":"subscribe","id":"s2","topic":"ok","from":"middle"}"#,
-            "from must be earliest or latest",
+            "from must be earliest, latest, milliseconds",
         ),
     ];
     for (text, expected) in cases {
@@ -884,6 +884,51 @@ async fn a_produce_through_this_gateway_wakes_an_idle_subscription() {
         let received = ws.records(expected.len()).await;
         assert_exactly_once(&received, &expected);
     }
+    ws.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn subscribe_from_a_timestamp_starts_at_the_first_record_at_or_after_it() {
+    let gw = TestGateway::start().await;
+    gw.create_topic("timed", 2).await;
+    let mut ws = Ws::connect(&gw, "").await;
+    // Two records per partition before t = 3 s, two at or after it.
+    let records: Vec<Value> = [1_000, 2_000, 3_000, 4_000]
+        .iter()
+        .flat_map(|&ts| {
+            (0..2).map(move |p| {
+                json!({"partition": p, "timestamp": ts, "value": BASE64.encode(format!("{p}@{ts}"))})
+            })
+        })
+        .collect();
+    ws.send(json!({"type": "produce", "id": "c", "topic": "timed", "records": records}))
+        .await;
+    ws.expect("ack").await;
+    for (id, from) in [("ms", "3000"), ("rfc", "1970-01-01T00:00:03Z")] {
+        ws.subscribe(json!({"type": "subscribe", "id": id, "topic": "timed", "from": from}))
+            .await;
+        let received = ws.records(4).await;
+        let mut values: Vec<String> = received.iter().map(value_of).collect();
+        values.sort();
+        assert_eq!(
+            values,
+            ["0@3000", "0@4000", "1@3000", "1@4000"],
+            "from {from}"
+        );
+        ws.assert_quiet().await;
+    }
+    // Past every record: only new ones.
+    ws.subscribe(json!({"type": "subscribe", "id": "late", "topic": "timed", "from": "9000"}))
+        .await;
+    ws.assert_quiet().await;
+    ws.send(json!({"type": "subscribe", "id": "bad", "topic": "timed", "from": "yesterday"}))
+        .await;
+    let error = ws.expect("error").await;
+    assert!(
+        error["message"].as_str().unwrap().contains("RFC 3339"),
+        "{error}"
+    );
     ws.close().await;
     gw.stop().await;
 }
