@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use serde::Serialize;
+use sluice_broker::Record;
 use sluice_federation::cursor::Cursor;
 use sluice_federation::{FederationError, ReadBatch, ReadStart};
 
@@ -127,47 +128,48 @@ fn render(topic: &str, batch: &ReadBatch, format: EmbeddedFormat) -> Result<Vec<
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(b"{\"topic\":");
-        put(&mut out, topic)?;
-        out.extend_from_slice(b",\"key\":");
-        put_embedded(
-            &mut out,
-            record.key.as_deref(),
-            format,
-            record.offset,
-            "key",
-        )?;
-        out.extend_from_slice(b",\"value\":");
-        put_embedded(
-            &mut out,
-            record.value.as_deref(),
-            format,
-            record.offset,
-            "value",
-        )?;
-        out.extend_from_slice(b",\"partition\":");
-        put(&mut out, &record.partition)?;
-        out.extend_from_slice(b",\"offset\":");
-        put(&mut out, &record.offset)?;
-        out.extend_from_slice(b",\"timestamp\":");
-        put(&mut out, &record.timestamp_ms)?;
-        out.extend_from_slice(b",\"headers\":[");
-        for (j, h) in record.headers.iter().enumerate() {
-            if j > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(b"{\"name\":");
-            put(&mut out, &h.name)?;
-            out.extend_from_slice(b",\"value\":");
-            put(&mut out, &BASE64.encode(&h.value))?;
-            out.push(b'}');
-        }
-        out.extend_from_slice(b"],\"cursor\":");
+        put_record(&mut out, topic, record, format)?;
+        out.extend_from_slice(b",\"cursor\":");
         put(&mut out, &batch.cursor_after(topic, record))?;
         out.push(b'}');
     }
     out.push(b']');
     Ok(out)
+}
+
+/// One record in Confluent's v2 consumer shape plus headers, left open
+/// (no closing brace) so a caller can add fields such as a cursor.
+pub(crate) fn put_record(
+    out: &mut Vec<u8>,
+    topic: &str,
+    record: &Record,
+    format: EmbeddedFormat,
+) -> Result<(), ApiError> {
+    out.extend_from_slice(b"{\"topic\":");
+    put(out, topic)?;
+    out.extend_from_slice(b",\"key\":");
+    put_embedded(out, record.key.as_deref(), format, record.offset, "key")?;
+    out.extend_from_slice(b",\"value\":");
+    put_embedded(out, record.value.as_deref(), format, record.offset, "value")?;
+    out.extend_from_slice(b",\"partition\":");
+    put(out, &record.partition)?;
+    out.extend_from_slice(b",\"offset\":");
+    put(out, &record.offset)?;
+    out.extend_from_slice(b",\"timestamp\":");
+    put(out, &record.timestamp_ms)?;
+    out.extend_from_slice(b",\"headers\":[");
+    for (j, h) in record.headers.iter().enumerate() {
+        if j > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"name\":");
+        put(out, &h.name)?;
+        out.extend_from_slice(b",\"value\":");
+        put(out, &BASE64.encode(&h.value))?;
+        out.push(b'}');
+    }
+    out.push(b']');
+    Ok(())
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use sluice_federation::Federation;
 
 use super::extract::{parse_json, read_body, PathParams, QueryParams};
 use super::media::EmbeddedFormat;
-use super::records::{put, put_embedded, DEFAULT_READ_MAX_BYTES, MAX_READ_MAX_BYTES};
+use super::records::{put_record, DEFAULT_READ_MAX_BYTES, MAX_READ_MAX_BYTES};
 use crate::app::AppState;
 use crate::error::ApiError;
 
@@ -615,45 +615,8 @@ async fn records(
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(b"{\"topic\":");
-        put(&mut out, topic)?;
-        out.extend_from_slice(b",\"key\":");
-        put_embedded(
-            &mut out,
-            record.key.as_deref(),
-            polled.format,
-            record.offset,
-            "key",
-        )?;
-        out.extend_from_slice(b",\"value\":");
-        put_embedded(
-            &mut out,
-            record.value.as_deref(),
-            polled.format,
-            record.offset,
-            "value",
-        )?;
-        out.extend_from_slice(b",\"partition\":");
-        put(&mut out, &record.partition)?;
-        out.extend_from_slice(b",\"offset\":");
-        put(&mut out, &record.offset)?;
-        out.extend_from_slice(b",\"timestamp\":");
-        put(&mut out, &record.timestamp_ms)?;
-        out.extend_from_slice(b",\"headers\":[");
-        for (j, h) in record.headers.iter().enumerate() {
-            if j > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(b"{\"name\":");
-            put(&mut out, &h.name)?;
-            out.extend_from_slice(b",\"value\":");
-            put(
-                &mut out,
-                &base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &h.value),
-            )?;
-            out.push(b'}');
-        }
-        out.extend_from_slice(b"]}");
+        put_record(&mut out, topic, record, polled.format)?;
+        out.push(b'}');
     }
     out.push(b']');
     Ok(([(header::CONTENT_TYPE, polled.format.media_type())], out).into_response())
