@@ -1002,13 +1002,41 @@ async fn kafka_cluster_recovers_after_a_broker_restart() {
     c.create_topic("phoenix", 1)
         .await
         .expect("create after restart");
-    let produced = c
-        .produce("phoenix", vec![record(Some("k"), "v")], Acks::All)
-        .await
-        .expect("produce after restart");
-    assert_eq!(produced[0].offset, Some(0));
+    // Health is the metadata client's view; the producer reconnects on its
+    // own schedule. A client retries what the gateway calls retriable (503)
+    // until the cluster takes the record, and every error on the way must
+    // be one it may retry.
+    let mut failures = Vec::new();
+    let produced = loop {
+        match c
+            .produce("phoenix", vec![record(Some("k"), "v")], Acks::All)
+            .await
+        {
+            Ok(produced) => break produced,
+            Err(e) => {
+                assert!(e.is_retriable(), "produce after restart: {e}");
+                failures.push(e.to_string());
+                assert!(
+                    Instant::now() < deadline + Duration::from_secs(15),
+                    "produce after restart kept failing: {failures:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let offset = produced[0].offset.expect("acks=all gives an offset");
     let read = read_to_end(c, "phoenix", 0, 0).await;
-    assert_eq!(read.len(), 1);
+    let found = read
+        .iter()
+        .find(|r| r.offset == offset)
+        .unwrap_or_else(|| panic!("acknowledged offset {offset} not in {read:?}"));
+    assert_eq!(found.value.as_deref(), Some(&b"v"[..]));
+    // A retry after a timed-out attempt may have written a copy first,
+    // never more than one per failed attempt.
+    assert!(
+        read.len() <= 1 + failures.len(),
+        "{read:?} after {failures:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
