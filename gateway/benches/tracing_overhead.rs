@@ -14,7 +14,8 @@
 //! `cargo bench -p sluice --bench tracing_overhead` prints the per-block
 //! ratios (median with a distribution-free 95 % interval, quartiles) and
 //! the ratio of total throughputs. Set `SLUICE_BENCH_BLOCKS` to change the
-//! number of rounds (default 40).
+//! number of rounds (default 40) and `SLUICE_BENCH_REQUESTS` the requests
+//! per block (default 1,000).
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -186,6 +187,10 @@ fn main() {
         .ok()
         .and_then(|b| b.parse().ok())
         .unwrap_or(DEFAULT_BLOCKS);
+    let requests_per_block: usize = std::env::var("SLUICE_BENCH_REQUESTS")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(REQUESTS_PER_BLOCK);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -225,7 +230,7 @@ fn main() {
             let mut times = vec![Duration::ZERO; n];
             for k in 0..n {
                 let i = (round + k) % n;
-                times[i] = drive(&arms[i], bodies[i], REQUESTS_PER_BLOCK).await;
+                times[i] = drive(&arms[i], bodies[i], requests_per_block).await;
             }
             for i in 0..n {
                 totals[i] += times[i];
@@ -233,13 +238,13 @@ fn main() {
                 ratios[i].push(times[0].as_secs_f64() / times[i].as_secs_f64());
             }
         }
-        let records_per_arm = (blocks * REQUESTS_PER_BLOCK * BATCH) as f64;
+        let records_per_arm = (blocks * requests_per_block * BATCH) as f64;
         for (arm, total) in arms.iter().zip(&totals) {
             println!(
                 "{}: {:.0} records/s ({} requests of {BATCH} records, {CONCURRENCY} in flight, {blocks} blocks)",
                 arm.name,
                 records_per_arm / total.as_secs_f64(),
-                blocks * REQUESTS_PER_BLOCK,
+                blocks * requests_per_block,
             );
         }
         for i in 1..n {

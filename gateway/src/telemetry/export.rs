@@ -6,25 +6,19 @@
 //! never waits for telemetry. Failed and timed-out exports are dropped and
 //! counted the same way, and logged once per outage, not once per batch.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use opentelemetry::Context;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use super::metrics::{LABEL_REASON, TRACE_SPANS_DROPPED_TOTAL, TRACE_SPANS_EXPORTED_TOTAL};
 
 /// How long a flush on shutdown may take.
 pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// What the export task is handed.
-enum Item {
-    Span(Box<SpanData>),
-    /// Export what is queued, then answer.
-    Flush(oneshot::Sender<()>),
-}
 
 /// Settings of the queue.
 #[derive(Debug, Clone, Copy)]
@@ -39,16 +33,33 @@ pub struct QueueSettings {
     pub timeout: Duration,
 }
 
+/// The spans waiting for export. Ending a span only pushes here: the
+/// export task is woken when a full batch is waiting (or by its timer),
+/// not once per span, so a traced request costs no extra thread wake-up.
+#[derive(Debug)]
+struct Shared {
+    spans: Mutex<Vec<SpanData>>,
+    full_batch: Notify,
+    settings: QueueSettings,
+}
+
+impl Shared {
+    fn take(&self) -> Vec<SpanData> {
+        let mut spans = self.spans.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::take(&mut *spans)
+    }
+}
+
 /// The processor the tracer provider calls when a span ends.
 #[derive(Debug)]
 pub struct QueueProcessor {
-    tx: mpsc::Sender<Item>,
+    shared: Arc<Shared>,
 }
 
 /// The handle that flushes the queue and stops its task.
 #[derive(Debug)]
 pub struct ExportQueue {
-    tx: mpsc::Sender<Item>,
+    flushes: mpsc::Sender<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
 
@@ -57,9 +68,14 @@ pub fn start<E: SpanExporter + 'static>(
     exporter: E,
     settings: QueueSettings,
 ) -> (QueueProcessor, ExportQueue) {
-    let (tx, rx) = mpsc::channel(settings.max_queue);
-    let task = tokio::spawn(run(exporter, rx, settings));
-    (QueueProcessor { tx: tx.clone() }, ExportQueue { tx, task })
+    let shared = Arc::new(Shared {
+        spans: Mutex::new(Vec::new()),
+        full_batch: Notify::new(),
+        settings,
+    });
+    let (flushes, requests) = mpsc::channel(16);
+    let task = tokio::spawn(run(exporter, Arc::clone(&shared), requests));
+    (QueueProcessor { shared }, ExportQueue { flushes, task })
 }
 
 impl SpanProcessor for QueueProcessor {
@@ -69,8 +85,27 @@ impl SpanProcessor for QueueProcessor {
         if !span.span_context.is_sampled() {
             return;
         }
-        if self.tx.try_send(Item::Span(Box::new(span))).is_err() {
-            metrics::counter!(TRACE_SPANS_DROPPED_TOTAL, LABEL_REASON => "queue_full").increment(1);
+        let settings = &self.shared.settings;
+        let queued = {
+            let mut spans = self
+                .shared
+                .spans
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if spans.len() >= settings.max_queue {
+                None
+            } else {
+                spans.push(span);
+                Some(spans.len())
+            }
+        };
+        match queued {
+            None => {
+                metrics::counter!(TRACE_SPANS_DROPPED_TOTAL, LABEL_REASON => "queue_full")
+                    .increment(1);
+            }
+            Some(n) if n == settings.max_batch => self.shared.full_batch.notify_one(),
+            Some(_) => {}
         }
     }
 
@@ -89,7 +124,7 @@ impl ExportQueue {
     pub async fn flush(&self, timeout: Duration) {
         let (done, flushed) = oneshot::channel();
         let _ = tokio::time::timeout(timeout, async {
-            if self.tx.send(Item::Flush(done)).await.is_ok() {
+            if self.flushes.send(done).await.is_ok() {
                 let _ = flushed.await;
             }
         })
@@ -109,44 +144,42 @@ impl Drop for ExportQueue {
     }
 }
 
-async fn run<E: SpanExporter>(exporter: E, mut rx: mpsc::Receiver<Item>, settings: QueueSettings) {
-    let mut batch: Vec<SpanData> = Vec::with_capacity(settings.max_batch);
+async fn run<E: SpanExporter>(
+    exporter: E,
+    shared: Arc<Shared>,
+    mut flushes: mpsc::Receiver<oneshot::Sender<()>>,
+) {
+    let settings = shared.settings;
     let mut failing = false;
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            item = rx.recv() => match item {
-                Some(Item::Span(span)) => {
-                    batch.push(*span);
-                    if batch.len() >= settings.max_batch {
-                        export(&exporter, &mut batch, settings, &mut failing).await;
-                    }
-                }
-                Some(Item::Flush(done)) => {
-                    export(&exporter, &mut batch, settings, &mut failing).await;
-                    let _ = done.send(());
-                }
-                None => {
-                    export(&exporter, &mut batch, settings, &mut failing).await;
-                    return;
-                }
+        let flushed = tokio::select! {
+            request = flushes.recv() => match request {
+                Some(done) => Some(done),
+                None => return,
             },
-            _ = ticker.tick() => export(&exporter, &mut batch, settings, &mut failing).await,
+            () = shared.full_batch.notified() => None,
+            _ = ticker.tick() => None,
+        };
+        let mut spans = shared.take();
+        while !spans.is_empty() {
+            let rest = spans.split_off(spans.len().min(settings.max_batch));
+            export(&exporter, spans, settings, &mut failing).await;
+            spans = rest;
+        }
+        if let Some(done) = flushed {
+            let _ = done.send(());
         }
     }
 }
 
 async fn export<E: SpanExporter>(
     exporter: &E,
-    batch: &mut Vec<SpanData>,
+    spans: Vec<SpanData>,
     settings: QueueSettings,
     failing: &mut bool,
 ) {
-    if batch.is_empty() {
-        return;
-    }
-    let spans = std::mem::replace(batch, Vec::with_capacity(settings.max_batch));
     let count = spans.len() as u64;
     let outcome = tokio::time::timeout(settings.timeout, exporter.export(spans)).await;
     let failure = match outcome {
