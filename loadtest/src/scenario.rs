@@ -195,6 +195,12 @@ pub struct ProducerGroup {
     /// `acks` asked for (`0`, `1`, `all`); the gateway's default when absent.
     #[serde(default)]
     pub acks: Option<String>,
+    /// Open loop: wait for each send time with a `timerfd` (tens of
+    /// microseconds late at most) instead of tokio's millisecond timer, for
+    /// scenarios whose figure is latency. Costs the load generator a
+    /// wake-up per send.
+    #[serde(default)]
+    pub precise_pacing: bool,
 }
 
 /// A group of subscribing connections.

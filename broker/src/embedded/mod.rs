@@ -180,6 +180,12 @@ impl Drop for EmbeddedCluster {
 
 /// Runs blocking storage work off the async workers. The work completes
 /// even if the awaiting future is dropped.
+/// Reads starting within this many records of a partition's end are
+/// served inline (see `fetch`).
+const TAIL_READ_RECORDS: u64 = 1024;
+/// Most bytes an inline tail read returns; the reader asks again for more.
+const TAIL_READ_BYTES: usize = 1024 * 1024;
+
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, BrokerError> + Send + 'static,
 ) -> Result<T, BrokerError> {
@@ -320,6 +326,13 @@ impl Cluster for EmbeddedCluster {
     ) -> Result<FetchedBatch, BrokerError> {
         self.check_available()?;
         let log = Arc::clone(self.storage.topic(topic)?.partition(partition)?);
+        // A reader at the tail (the common case of a live subscription)
+        // reads what was just appended: page-cache bytes, a `pread` of at
+        // most TAIL_READ_BYTES, done inline rather than handed to the
+        // blocking pool and back (two thread wake-ups per read).
+        if log.is_tail(offset, TAIL_READ_RECORDS) {
+            return log.read(offset, max_bytes.min(TAIL_READ_BYTES));
+        }
         blocking(move || log.read(offset, max_bytes)).await
     }
 

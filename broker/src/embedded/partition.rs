@@ -474,6 +474,14 @@ impl PartitionLog {
         }
     }
 
+    /// Whether `offset` is among the last `records` records of the active
+    /// segment (or past the end): a read there is of bytes just written,
+    /// still in the page cache.
+    pub fn is_tail(&self, offset: u64, records: u64) -> bool {
+        let st = lock(&self.state);
+        offset >= st.active.base_offset && offset.saturating_add(records) >= st.next_offset
+    }
+
     /// Total bytes of log held.
     pub fn size_bytes(&self) -> u64 {
         let st = lock(&self.state);

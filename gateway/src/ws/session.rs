@@ -390,7 +390,7 @@ impl Session {
         } else {
             opentelemetry::Context::new()
         };
-        tokio::spawn(async move {
+        let mut answered = Box::pin(async move {
             let _permit = permit;
             let answer = produce(&state, &frame.topic, records, acks, &parent).await;
             let _ = match answer {
@@ -407,6 +407,13 @@ impl Session {
                 }
             };
         });
+        // Most produces finish without waiting (an embedded append with
+        // acks 0 or 1): answered right here, with no task to schedule. One
+        // that waits (an fsync, a Kafka delivery) goes on in its own task
+        // while this connection reads on.
+        if futures_util::poll!(answered.as_mut()).is_pending() {
+            tokio::spawn(answered);
+        }
     }
 }
 

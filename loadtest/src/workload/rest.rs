@@ -90,6 +90,13 @@ impl RestProducer {
         ];
         let verify = self.ctx.acks.clone();
         let mut body = String::with_capacity(256 * g.batch as usize);
+        let pacer = match crate::pacing::Pacer::new(g.precise_pacing) {
+            Ok(pacer) => pacer,
+            Err(e) => {
+                lock(&self.stats).error(&format!("pacing timer: {e}"));
+                crate::pacing::Pacer::Tokio
+            }
+        };
         let mut conn: Option<HttpConn> = None;
         let mut seq = 0u64;
         let mut id = 0u64;
@@ -97,7 +104,10 @@ impl RestProducer {
             // A sender that is behind goes at once: a timer for a past
             // instant may still wait for the runtime's next timer turn.
             if self.schedule.is_open() && at > Instant::now() {
-                tokio::time::sleep_until(at).await;
+                if let Err(e) = pacer.sleep_until(at).await {
+                    lock(&self.stats).error(&format!("pacing timer: {e}"));
+                    tokio::time::sleep_until(at).await;
+                }
             }
             if conn.as_ref().is_none_or(|c| !c.is_open()) {
                 match HttpConn::connect(&self.ctx.target, self.auth.clone()).await {
