@@ -63,7 +63,9 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Re
             .to_owned(),
         load_start: load_average(),
         load_end: 0.0,
+        steal_pct: 0.0,
     };
+    let steal_start = steal_ticks();
     let started_at_ms = now_us() / 1000;
     let cpu_start = cpu_secs("self");
     let server = options.server_pid.map(|p| p.to_string());
@@ -431,6 +433,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Re
         elapsed_secs,
         machine: Machine {
             load_end: load_average(),
+            steal_pct: steal_share(steal_start, steal_ticks()),
             ..machine
         },
         groups,
@@ -711,6 +714,32 @@ fn load_average() -> f64 {
         .ok()
         .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
         .unwrap_or(0.0)
+}
+
+/// (steal, total) ticks of all CPUs from the `cpu` line of `/proc/stat`.
+fn steal_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal [guest guest_nice],
+    // guest time being counted in user already.
+    let steal = *ticks.get(7)?;
+    let total = ticks.iter().take(8).sum();
+    Some((steal, total))
+}
+
+/// Percent of CPU time stolen between two readings.
+fn steal_share(start: Option<(u64, u64)>, end: Option<(u64, u64)>) -> f64 {
+    match (start, end) {
+        (Some((s0, t0)), Some((s1, t1))) if t1 > t0 => {
+            100.0 * s1.saturating_sub(s0) as f64 / (t1 - t0) as f64
+        }
+        _ => 0.0,
+    }
 }
 
 /// User + system CPU seconds of a process (`self` or a pid), from `/proc/<p>/stat`.

@@ -153,7 +153,7 @@ pub fn render(r: &Report) -> String {
     );
     let _ = write!(
         page,
-        "<h1>{}</h1><p>{}</p><p>Target <code>{}</code>, topic <code>{}</code>, seed {}, {:.1} s. Machine: {} CPUs, kernel {}, load average {:.2} → {:.2}.</p>",
+        "<h1>{}</h1><p>{}</p><p>Target <code>{}</code>, topic <code>{}</code>, seed {}, {:.1} s. Machine: {} CPUs, kernel {}, load average {:.2} → {:.2}, CPU steal {:.1} %.</p>",
         esc(&r.scenario),
         esc(r.goal.trim()),
         esc(&r.url),
@@ -163,7 +163,8 @@ pub fn render(r: &Report) -> String {
         r.machine.cpus,
         esc(&r.machine.kernel),
         r.machine.load_start,
-        r.machine.load_end
+        r.machine.load_end,
+        r.machine.steal_pct
     );
     if !r.command.is_empty() {
         let _ = write!(page, "<p>Command: <code>{}</code></p>", esc(&r.command));

@@ -8,8 +8,8 @@ use serde_json::Value;
 /// target lines.
 pub fn summarize(reports: &[(String, Value)]) -> String {
     let mut out = String::new();
-    out.push_str("| run | group | protocol | conns | mode | batch | req/s | records/s | p50 ms | p99 ms | p99.9 ms | errors | loadgen / gateway CPU s |\n");
-    out.push_str("|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("| run | group | protocol | conns | mode | batch | req/s | records/s | p50 ms | p99 ms | p99.9 ms | errors | loadgen / gateway CPU s | steal % |\n");
+    out.push_str("|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     let mut notes = String::new();
     for (label, r) in reports {
         let cpu = format!(
@@ -19,6 +19,9 @@ pub fn summarize(reports: &[(String, Value)]) -> String {
                 .as_f64()
                 .map_or("-".to_owned(), |v| format!("{v:.1}"))
         );
+        let steal = r["machine"]["steal_pct"]
+            .as_f64()
+            .map_or("-".to_owned(), |v| format!("{v:.0}"));
         for g in r["groups"].as_array().into_iter().flatten() {
             let s = &g["summary"];
             let lat = if s["latency_ms"].is_null() {
@@ -41,7 +44,7 @@ pub fn summarize(reports: &[(String, Value)]) -> String {
             let role = g["role"].as_str().unwrap_or("");
             let _ = writeln!(
                 out,
-                "| {label} | {}{} | {} | {} | {mode} | {} | {:.0} | {:.0} | {} | {} | {} | {errors} | {cpu} |",
+                "| {label} | {}{} | {} | {} | {mode} | {} | {:.0} | {:.0} | {} | {} | {} | {errors} | {cpu} | {steal} |",
                 g["name"].as_str().unwrap_or(""),
                 if role == "subscriber" { " (e2e)" } else { "" },
                 g["protocol"].as_str().unwrap_or(""),

@@ -65,6 +65,10 @@ pub struct Machine {
     pub load_start: f64,
     /// 1-minute load average at the end.
     pub load_end: f64,
+    /// Share of the machine's CPU time the hypervisor gave to others during
+    /// the run (`steal` in `/proc/stat`), in percent: high steal means the
+    /// figures are the host's, not Sluice's.
+    pub steal_pct: f64,
 }
 
 /// One group's figures.
@@ -188,7 +192,7 @@ impl Report {
         let _ = writeln!(out, "scenario {}: {}", self.scenario, self.goal.trim());
         let _ = writeln!(
             out,
-            "target {} topic {} seed {}; {:.1} s; machine {} cpus, kernel {}, load {:.2} -> {:.2}",
+            "target {} topic {} seed {}; {:.1} s; machine {} cpus, kernel {}, load {:.2} -> {:.2}, steal {:.1}%",
             self.url,
             self.topic,
             self.seed,
@@ -196,7 +200,8 @@ impl Report {
             self.machine.cpus,
             self.machine.kernel,
             self.machine.load_start,
-            self.machine.load_end
+            self.machine.load_end,
+            self.machine.steal_pct
         );
         for g in &self.groups {
             let s = &g.summary;
