@@ -1,20 +1,27 @@
 //! The produce path: partition choice, validation before anything is sent,
 //! one idempotent producer per cluster, delivery reports awaited per acks.
 //!
+//! Delivery reports are counted into the request they belong to (one
+//! shared count per produce call, not one future per record): the
+//! producer's polling thread records each report and wakes the caller once,
+//! when the last one is in.
+//!
 //! Partitions are chosen here, not by librdkafka, so the answer is known
 //! before delivery (acks=0 reports it too) and matches the embedded
 //! backend: explicit partition, else murmur2 of the key (Java's and
 //! librdkafka's `murmur2_random`), else one partition per call, rotating.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::Timestamp;
+use rdkafka::message::{Header as KafkaHeader, Message as _, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Timestamp};
 use sluice_config::KafkaConfig;
+use tokio::sync::Notify;
 
 use super::config::{self, Context, Role};
 use super::errors::{self, unavailable};
@@ -40,7 +47,7 @@ const STALLED: &str = "no delivery report within the request timeout";
 pub struct ProducerHandle {
     cluster: Arc<str>,
     config: KafkaConfig,
-    producer: RwLock<Option<Arc<FutureProducer<Context>>>>,
+    producer: RwLock<Option<Arc<KafkaProducer>>>,
     /// When the producer was last renewed after a stall: at most one
     /// renewal per request timeout, so an outage does not churn producers.
     renewed_at: std::sync::Mutex<Option<std::time::Instant>>,
@@ -70,7 +77,7 @@ impl ProducerHandle {
         })
     }
 
-    fn current(&self) -> Result<Arc<FutureProducer<Context>>, BrokerError> {
+    fn current(&self) -> Result<Arc<KafkaProducer>, BrokerError> {
         super::read(&self.producer)
             .clone()
             .ok_or_else(|| unavailable(&self.cluster, "producing", "the producer was shut down"))
@@ -86,7 +93,7 @@ impl ProducerHandle {
 
     /// Replaces the producer if librdkafka declared it unusable, or if it
     /// stalled (and was not renewed for a stall within the request timeout).
-    fn renew_if_broken(&self, seen: &Arc<FutureProducer<Context>>, stalled: bool) {
+    fn renew_if_broken(&self, seen: &Arc<KafkaProducer>, stalled: bool) {
         let (code, reason) = match seen.client().fatal_error() {
             Some((code, reason)) => (Some(code), reason),
             None if stalled => {
@@ -221,29 +228,113 @@ impl Drop for ProducerHandle {
     }
 }
 
-fn create(
-    cluster: &Arc<str>,
-    config: &KafkaConfig,
-) -> Result<FutureProducer<Context>, BrokerError> {
+/// The producer of a cluster.
+type KafkaProducer = ThreadedProducer<ProduceContext>;
+
+fn create(cluster: &Arc<str>, config: &KafkaConfig) -> Result<KafkaProducer, BrokerError> {
     config::client_config(cluster, config, &Role::Producer)
-        .create_with_context(Context::new(cluster, &Role::Producer))
+        .create_with_context(ProduceContext(Context::new(cluster, &Role::Producer)))
         .map_err(|e| unavailable(cluster, "creating the producer", e))
+}
+
+/// The producer's context: logs and errors as every client's, and each
+/// delivery report counted into its request.
+pub struct ProduceContext(Context);
+
+impl ClientContext for ProduceContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.0.log(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.0.error(error, reason);
+    }
+}
+
+impl ProducerContext for ProduceContext {
+    type DeliveryOpaque = Arc<Request>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, request: Arc<Request>) {
+        request.report(result);
+    }
+}
+
+/// The delivery reports of one produce call.
+pub struct Request {
+    state: Mutex<Reports>,
+    done: Notify,
+}
+
+#[derive(Default)]
+struct Reports {
+    /// Reports still to come.
+    remaining: usize,
+    /// (partition, offset, timestamp) of each delivered record, in the
+    /// order the reports came.
+    delivered: Vec<(i32, i64, Timestamp)>,
+    /// The first failure, with its record's partition.
+    failed: Option<(i32, KafkaError)>,
+}
+
+impl Request {
+    fn new(records: usize) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(Reports {
+                remaining: records,
+                delivered: Vec::with_capacity(records),
+                failed: None,
+            }),
+            done: Notify::new(),
+        })
+    }
+
+    fn report(&self, result: &DeliveryResult<'_>) {
+        let mut reports = super::lock(&self.state);
+        match result {
+            Ok(message) => {
+                reports.delivered.push((
+                    message.partition(),
+                    message.offset(),
+                    message.timestamp(),
+                ));
+            }
+            Err((error, message)) => {
+                if reports.failed.is_none() {
+                    reports.failed = Some((message.partition(), error.clone()));
+                }
+            }
+        }
+        reports.remaining = reports.remaining.saturating_sub(1);
+        if reports.remaining == 0 {
+            drop(reports);
+            // Stored as a permit when the caller is not waiting yet.
+            self.done.notify_one();
+        }
+    }
+
+    fn take(&self) -> Reports {
+        std::mem::take(&mut *super::lock(&self.state))
+    }
 }
 
 async fn send_all(
     cluster: Arc<str>,
-    producer: Arc<FutureProducer<Context>>,
+    producer: Arc<KafkaProducer>,
     topic: String,
     placed: Vec<Placed>,
     acks: Acks,
     limit: usize,
     deadline: Deadline,
 ) -> Result<Vec<ProducedOffset>, BrokerError> {
-    let mut deliveries = Vec::with_capacity(placed.len());
+    if placed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let request = Request::new(placed.len());
     for record in &placed {
-        let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic)
-            .partition(record.partition as i32)
-            .timestamp(record.timestamp_ms);
+        let mut out: BaseRecord<'_, [u8], [u8], Arc<Request>> =
+            BaseRecord::with_opaque_to(&topic, Arc::clone(&request))
+                .partition(record.partition as i32)
+                .timestamp(record.timestamp_ms);
         // No header list at all for records without headers: librdkafka
         // allocates one per message otherwise.
         if !record.headers.is_empty() {
@@ -263,11 +354,8 @@ async fn send_all(
             out = out.payload(&value[..]);
         }
         loop {
-            match producer.send_result(out) {
-                Ok(delivery) => {
-                    deliveries.push(delivery);
-                    break;
-                }
+            match producer.send(out) {
+                Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     if deadline.remaining().is_zero() {
                         return Err(unavailable(
@@ -279,6 +367,8 @@ async fn send_all(
                     out = back;
                     tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
                 }
+                // Records sent before this one still report into the
+                // request; nobody waits for it any more.
                 Err((e, _)) => return Err(produce_error(&cluster, &topic, record, limit, &e)),
             }
         }
@@ -295,36 +385,62 @@ async fn send_all(
             .collect());
     }
 
-    // Every record is in flight already: waiting for the reports in order
-    // takes as long as the slowest one. One timer covers them all.
+    // Every record is in flight: one wake-up when the last report is in.
+    if tokio::time::timeout_at(deadline.tokio_instant(), request.done.notified())
+        .await
+        .is_err()
+    {
+        return Err(unavailable(&cluster, "producing", STALLED));
+    }
+    let reports = request.take();
+    if let Some((partition, error)) = reports.failed {
+        let record = placed
+            .iter()
+            .find(|r| r.partition as i32 == partition)
+            .unwrap_or(&placed[0]);
+        return Err(produce_error(&cluster, &topic, record, limit, &error));
+    }
+    assign_offsets(&cluster, &placed, reports.delivered)
+}
+
+/// Gives each record its offset. The producer is idempotent, so the
+/// records of one partition are written in the order they were sent: the
+/// partition's offsets, ascending, belong to its records in call order.
+fn assign_offsets(
+    cluster: &str,
+    placed: &[Placed],
+    mut delivered: Vec<(i32, i64, Timestamp)>,
+) -> Result<Vec<ProducedOffset>, BrokerError> {
+    delivered.sort_unstable_by_key(|&(partition, offset, _)| (partition, offset));
+    let mut next = Vec::<(i32, usize)>::new(); // partition -> next index in `delivered`
     let mut produced = Vec::with_capacity(placed.len());
-    let reports = async {
-        for (record, delivery) in placed.iter().zip(deliveries) {
-            match delivery.await {
-                Ok(Ok(delivered)) => produced.push(ProducedOffset {
-                    partition: delivered.partition.max(0) as u32,
-                    offset: Some(delivered.offset.max(0) as u64),
-                    timestamp_ms: match delivered.timestamp {
-                        Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => t,
-                        Timestamp::NotAvailable => record.timestamp_ms,
-                    },
-                }),
-                Ok(Err((e, _))) => return Err(produce_error(&cluster, &topic, record, limit, &e)),
-                Err(_canceled) => {
-                    return Err(unavailable(
-                        &cluster,
-                        "producing",
-                        "the producer was shut down",
-                    ))
-                }
+    for record in placed {
+        let partition = record.partition as i32;
+        let slot = match next.iter().position(|&(p, _)| p == partition) {
+            Some(slot) => slot,
+            None => {
+                next.push((partition, delivered.partition_point(|d| d.0 < partition)));
+                next.len() - 1
             }
-        }
-        Ok(())
-    };
-    match tokio::time::timeout_at(deadline.tokio_instant(), reports).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(e),
-        Err(_) => return Err(unavailable(&cluster, "producing", STALLED)),
+        };
+        let Some(&(_, offset, timestamp)) =
+            delivered.get(next[slot].1).filter(|d| d.0 == partition)
+        else {
+            return Err(unavailable(
+                cluster,
+                "producing",
+                format!("fewer delivery reports than records for partition {partition}"),
+            ));
+        };
+        next[slot].1 += 1;
+        produced.push(ProducedOffset {
+            partition: record.partition,
+            offset: Some(offset.max(0) as u64),
+            timestamp_ms: match timestamp {
+                Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => t,
+                Timestamp::NotAvailable => record.timestamp_ms,
+            },
+        });
     }
     Ok(produced)
 }
