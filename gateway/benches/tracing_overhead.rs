@@ -30,6 +30,10 @@ use serde_json::json;
 use sluice::Gateway;
 use sluice_config::{Config, FsyncPolicy};
 
+/// The allocator of the `sluice` binary, so the gateways here run as they do there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Records per produce request.
 const BATCH: usize = 10;
 /// Bytes of each record's value.
