@@ -406,6 +406,112 @@ async fn many_produces_in_flight_are_correlated_by_id() {
     gw.stop().await;
 }
 
+/// Frames without partitions sent back to back are written together; each
+/// still gets its own ack, with the offsets of its own records, and a bad
+/// frame among them gets its error without failing the others.
+#[tokio::test]
+async fn back_to_back_produces_are_answered_frame_by_frame() {
+    let gw = TestGateway::start().await;
+    gw.create_topic("pile", 3).await;
+    let mut ws = Ws::connect(&gw, "").await;
+    let frames = 150_usize;
+    let mut expected: HashMap<String, Vec<(Option<String>, String)>> = HashMap::new();
+    for i in 0..frames {
+        let id = format!("p{i}");
+        if i == 70 {
+            // Refused at the frame: nothing of it is written.
+            let bad = json!({"type": "produce", "id": id, "topic": "pile", "acks": "2",
+                "records": [{"value": BASE64.encode("never")}]});
+            ws.stream
+                .feed(Message::text(bad.to_string()))
+                .await
+                .expect("fed");
+            continue;
+        }
+        // One to three records; keyed, keyless, or both.
+        let records: Vec<(Option<String>, String)> = (0..=i % 3)
+            .map(|j| {
+                let key = (i % 2 == 0).then(|| format!("k{}", (i + j) % 7));
+                (key, format!("v{i}.{j}"))
+            })
+            .collect();
+        let json_records: Vec<Value> = records
+            .iter()
+            .map(|(key, value)| match key {
+                Some(key) => json!({"key": BASE64.encode(key), "value": BASE64.encode(value)}),
+                None => json!({"value": BASE64.encode(value)}),
+            })
+            .collect();
+        let frame = json!({"type": "produce", "id": id, "topic": "pile", "records": json_records});
+        ws.stream
+            .feed(Message::text(frame.to_string()))
+            .await
+            .expect("fed");
+        expected.insert(id, records);
+    }
+    ws.stream.flush().await.expect("flushed");
+
+    let mut acked: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
+    let mut refused = None;
+    while acked.len() < expected.len() || refused.is_none() {
+        let answer = ws.next().await;
+        let id = answer["id"].as_str().expect("id").to_owned();
+        match answer["type"].as_str() {
+            Some("ack") => {
+                let offsets = answer["offsets"]
+                    .as_array()
+                    .expect("offsets")
+                    .iter()
+                    .map(|o| {
+                        (
+                            o["partition"].as_u64().unwrap(),
+                            o["offset"].as_u64().unwrap(),
+                        )
+                    })
+                    .collect();
+                assert!(
+                    acked.insert(id.clone(), offsets).is_none(),
+                    "two acks for {id}"
+                );
+            }
+            Some("error") => {
+                assert_eq!(id, "p70", "{answer}");
+                assert_eq!(answer["error_code"], 400, "{answer}");
+                refused = Some(answer);
+            }
+            other => panic!("unexpected {other:?}: {answer}"),
+        }
+    }
+    let mut partitions: HashMap<u64, Vec<Value>> = HashMap::new();
+    for partition in 0..3 {
+        partitions.insert(
+            partition,
+            rest_read(&gw, "pile", partition as u32, "offset=0").await,
+        );
+    }
+    let written: usize = partitions.values().map(Vec::len).sum();
+    let sent: usize = expected.values().map(Vec::len).sum();
+    assert_eq!(written, sent, "every record once, the refused frame's none");
+    for (id, records) in &expected {
+        let offsets = &acked[id];
+        assert_eq!(offsets.len(), records.len(), "{id}: one offset per record");
+        for ((key, value), (partition, offset)) in records.iter().zip(offsets) {
+            let record = &partitions[partition][*offset as usize];
+            assert_eq!(&value_of(record), value, "{id} at {partition}/{offset}");
+            match key {
+                Some(key) => assert_eq!(
+                    record["key"].as_str().map(|k| BASE64.decode(k).unwrap()),
+                    Some(key.as_bytes().to_vec())
+                ),
+                None => assert!(record["key"].is_null(), "{record}"),
+            }
+        }
+    }
+    ws.assert_quiet().await;
+    ws.close().await;
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn subscribe_from_earliest_receives_everything() {
     let gw = TestGateway::start().await;

@@ -9,6 +9,7 @@
 //! [`FrameError`] that names what was wrong and carries the frame's `id`
 //! (or `sub`) when one could be found, so the client can correlate it.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use base64::display::Base64Display;
@@ -156,6 +157,13 @@ impl Serialize for BytesOut<'_> {
 pub struct HeaderIn {
     name: String,
     value: Option<Payload>,
+}
+
+/// Only the `type` of a JSON frame.
+#[derive(Deserialize)]
+struct Tag<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
 }
 
 /// The frame types a client may send, for error messages.
@@ -343,6 +351,18 @@ impl ClientFrame {
 
     /// Reads one text frame.
     pub fn parse(text: &str) -> Result<Self, FrameError> {
+        // Produce frames, the bulk of the traffic, are read straight into
+        // their struct: the tagged enum would first buffer the whole frame
+        // into serde's generic content tree. The tag is found by a pass
+        // that skips every other value without allocating.
+        if let Ok(Tag {
+            kind: Some(Cow::Borrowed("produce")),
+        }) = serde_json::from_str::<Tag<'_>>(text)
+        {
+            if let Ok(frame) = serde_json::from_str(text) {
+                return Ok(Self::Produce(frame));
+            }
+        }
         // Most frames are valid: read them without tracking paths, and
         // read again with tracking only to explain a failure.
         if let Ok(frame) = serde_json::from_str(text) {

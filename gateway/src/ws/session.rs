@@ -4,7 +4,10 @@
 //! cluster itself. Produces run as tasks, at most
 //! [`SessionSettings::max_in_flight`] at once: a produce takes a permit
 //! before the next frame is read, so when all are taken the session stops
-//! reading and TCP pushes back on the client. Subscriptions run as tasks
+//! reading and TCP pushes back on the client. Produce frames that arrive
+//! together (already read, nothing else waiting) for the same topic and
+//! acks are written as one call to the cluster and answered frame by frame
+//! (see [`PendingProduce`]). Subscriptions run as tasks
 //! too (see [`super::subscription`]). Every outbound frame goes through one
 //! bounded queue to the writer, which feeds as many as are ready and then
 //! flushes once, so a busy connection writes in batches, not per frame.
@@ -17,10 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use sluice_broker::{ProduceRecord, ProducedOffset};
 use sluice_federation::cursor::Cursor;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::task::AbortHandle;
 
 use super::protocol::{
@@ -40,6 +43,13 @@ use crate::telemetry::{propagation, GaugeGuard};
 /// How long a closing session waits for the client's Close after sending
 /// its own, so the close handshake completes.
 const CLOSE_HANDSHAKE_WAIT: Duration = Duration::from_secs(1);
+
+/// Most produce frames written together in one call.
+const COALESCE_MAX_FRAMES: usize = 64;
+/// Most record bytes written together in one call.
+const COALESCE_MAX_BYTES: usize = 256 * 1024;
+/// Frames with more record bytes than this are written on their own.
+const COALESCE_MAX_FRAME_BYTES: usize = 64 * 1024;
 
 /// What the connection's tasks hand the writer.
 #[derive(Debug)]
@@ -126,19 +136,37 @@ where
         permits: Arc::new(Semaphore::new(settings.max_in_flight)),
         subscriptions: Subscriptions::default(),
         guard,
+        held: None,
     };
     // Whether a close handshake is under way and worth finishing.
     let closing = loop {
         // The permit comes first: with every produce slot taken, the socket
         // is not read, which is the backpressure.
-        let permit = tokio::select! {
-            permit = Arc::clone(&session.permits).acquire_owned() => permit,
-            ended = &mut writer => break ended.unwrap_or(WriterEnd::Gone) == WriterEnd::Closed,
+        let permit = match Arc::clone(&session.permits).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::Closed) => break false,
+            Err(TryAcquireError::NoPermits) => {
+                // Held produces may be what holds the permits.
+                session.flush_produces().await;
+                let permit = tokio::select! {
+                    permit = Arc::clone(&session.permits).acquire_owned() => permit,
+                    ended = &mut writer => break ended.unwrap_or(WriterEnd::Gone) == WriterEnd::Closed,
+                };
+                let Ok(permit) = permit else { break false };
+                permit
+            }
         };
-        let Ok(permit) = permit else { break false };
-        let message = tokio::select! {
-            message = stream.next() => message,
-            ended = &mut writer => break ended.unwrap_or(WriterEnd::Gone) == WriterEnd::Closed,
+        // A frame already read goes on the held produces; once nothing more
+        // is waiting, they are written.
+        let message = match stream.next().now_or_never() {
+            Some(message) => message,
+            None => {
+                session.flush_produces().await;
+                tokio::select! {
+                    message = stream.next() => message,
+                    ended = &mut writer => break ended.unwrap_or(WriterEnd::Gone) == WriterEnd::Closed,
+                }
+            }
         };
         match message {
             Some(Ok(Message::Text(text))) => match session.settings.framing {
@@ -156,6 +184,9 @@ where
             Some(Err(_)) | None => break false,
         }
     };
+    // Frames read before the end are written still (their answers may not
+    // reach the client).
+    session.flush_produces().await;
     session.subscriptions.abort_all();
     if closing {
         // Finish the close handshake: the client's Close to our Close, or
@@ -176,6 +207,25 @@ struct Session {
     permits: Arc<Semaphore>,
     subscriptions: Subscriptions,
     guard: SessionGuard,
+    /// Produce frames read but not yet written.
+    held: Option<PendingProduce>,
+}
+
+/// Produce frames to one topic with the same acks, read back to back, to
+/// be written in one call to the cluster: one append (one `pwrite`, one
+/// Kafka request) for all, one answer per frame with its own offsets.
+/// Only frames whose records name no partition are held, so the call
+/// cannot fail for one frame and not the others (a topic-wide error fails
+/// them all alike), and only with tracing off, since each traced frame is
+/// its own `send` span.
+struct PendingProduce {
+    topic: String,
+    acks: sluice_broker::Acks,
+    records: Vec<ProduceRecord>,
+    bytes: usize,
+    /// Id and record count of each frame, in order.
+    frames: Vec<(String, usize)>,
+    permits: Vec<OwnedSemaphorePermit>,
 }
 
 impl Session {
@@ -200,10 +250,15 @@ impl Session {
                 return;
             }
         };
+        // Whatever this frame does comes after the produces read before it.
+        if !matches!(frame, ClientFrame::Produce(_)) {
+            self.flush_produces().await;
+        }
         // Auth sees every frame first (crate::auth::ws).
         let quota_permit = match self.guard.check(frame_access(&frame, bytes)) {
             Verdict::Pass { pause, permit } => {
                 if !pause.is_zero() {
+                    self.flush_produces().await;
                     // Not reading while paused is the throttle.
                     let notice = ServerFrame::Throttle {
                         throttle_time_ms: pause.as_millis() as u64,
@@ -379,10 +434,42 @@ impl Session {
                 return;
             }
         };
+        let bytes: usize = records.iter().map(ProduceRecord::size_bytes).sum();
+        let tracing = self.state.telemetry.tracing_enabled();
+        if !tracing
+            && bytes <= COALESCE_MAX_FRAME_BYTES
+            && records.iter().all(|r| r.partition.is_none())
+        {
+            let joins = self.held.as_ref().is_some_and(|held| {
+                held.topic == frame.topic
+                    && held.acks == acks
+                    && held.frames.len() < COALESCE_MAX_FRAMES
+                    && held.bytes + bytes <= COALESCE_MAX_BYTES
+            });
+            if !joins {
+                self.flush_produces().await;
+            }
+            let held = self.held.get_or_insert_with(|| PendingProduce {
+                topic: std::mem::take(&mut frame.topic),
+                acks,
+                records: Vec::new(),
+                bytes: 0,
+                frames: Vec::new(),
+                permits: Vec::new(),
+            });
+            held.frames
+                .push((std::mem::take(&mut frame.id), records.len()));
+            held.records.extend(records);
+            held.bytes += bytes;
+            held.permits.push(permit);
+            return;
+        }
+        // Frames held before this one are written first.
+        self.flush_produces().await;
         let state = self.state.clone();
         let out = self.out.clone();
         // Only worth parsing when spans are recorded.
-        let parent = if state.telemetry.tracing_enabled() {
+        let parent = if tracing {
             propagation::context_from(
                 frame.traceparent.as_deref().map(str::as_bytes),
                 frame.tracestate.as_deref(),
@@ -411,6 +498,44 @@ impl Session {
         // acks 0 or 1): answered right here, with no task to schedule. One
         // that waits (an fsync, a Kafka delivery) goes on in its own task
         // while this connection reads on.
+        if futures_util::poll!(answered.as_mut()).is_pending() {
+            tokio::spawn(answered);
+        }
+    }
+
+    /// Writes the held produce frames in one call and answers each.
+    async fn flush_produces(&mut self) {
+        let Some(held) = self.held.take() else {
+            return;
+        };
+        let state = self.state.clone();
+        let out = self.out.clone();
+        let mut answered = Box::pin(async move {
+            let PendingProduce {
+                topic,
+                acks,
+                records,
+                frames,
+                permits,
+                ..
+            } = held;
+            let _permits = permits;
+            let parent = opentelemetry::Context::new();
+            match produce(&state, &topic, records, acks, &parent).await {
+                Ok(offsets) => {
+                    let mut offsets = offsets.into_iter();
+                    for (id, count) in &frames {
+                        let offsets = offsets.by_ref().take(*count).collect();
+                        out.send(&ServerFrame::Ack { id, offsets }).await;
+                    }
+                }
+                Err(error) => {
+                    for (id, _) in &frames {
+                        out.send(&ServerFrame::error(Some(id), None, &error)).await;
+                    }
+                }
+            }
+        });
         if futures_util::poll!(answered.as_mut()).is_pending() {
             tokio::spawn(answered);
         }
