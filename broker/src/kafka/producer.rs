@@ -471,3 +471,67 @@ fn produce_error(
         _ => unavailable(cluster, "producing", error),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn placed(partition: u32, timestamp_ms: i64) -> Placed {
+        Placed {
+            partition,
+            key: None,
+            value: None,
+            headers: Vec::new(),
+            timestamp_ms,
+        }
+    }
+
+    #[test]
+    fn offsets_go_to_records_in_call_order_per_partition_whatever_the_report_order() {
+        let records = [
+            placed(1, 10),
+            placed(0, 11),
+            placed(1, 12),
+            placed(2, 13),
+            placed(1, 14),
+        ];
+        // Reports as a polling thread may see them: partitions interleaved,
+        // not in offset order.
+        let delivered = vec![
+            (2, 7, Timestamp::NotAvailable),
+            (1, 41, Timestamp::CreateTime(12)),
+            (0, 3, Timestamp::LogAppendTime(99)),
+            (1, 42, Timestamp::CreateTime(14)),
+            (1, 40, Timestamp::CreateTime(10)),
+        ];
+        let produced =
+            assign_offsets("c", &records, delivered).expect("as many reports as records");
+        let got: Vec<(u32, Option<u64>, i64)> = produced
+            .iter()
+            .map(|p| (p.partition, p.offset, p.timestamp_ms))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, Some(40), 10),
+                (0, Some(3), 99), // the broker's append time wins
+                (1, Some(41), 12),
+                (2, Some(7), 13), // no timestamp reported: the record's own
+                (1, Some(42), 14),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_report_is_an_error_not_a_wrong_offset() {
+        let records = [placed(0, 1), placed(0, 2)];
+        let delivered = vec![(0, 5, Timestamp::NotAvailable)];
+        let error = assign_offsets("c", &records, delivered).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("fewer delivery reports than records"),
+            "{error}"
+        );
+    }
+}
