@@ -17,6 +17,9 @@ pub const DEFAULT_FAILED_AUTH_MAX_FAILURES: u32 = 10;
 pub const DEFAULT_FAILED_AUTH_WINDOW_MS: u64 = 60_000;
 /// How long an address that failed too often gets 429 for every request.
 pub const DEFAULT_FAILED_AUTH_COOLDOWN_MS: u64 = 60_000;
+/// How long a WebSocket opened without credentials (`?auth=frame`) has to
+/// send its `auth` frame.
+pub const DEFAULT_WS_AUTH_FRAME_TIMEOUT_MS: u64 = 10_000;
 /// Clock skew allowed on `exp` and `nbf`.
 pub const DEFAULT_JWT_LEEWAY_SECS: u64 = 30;
 /// Depth of a quota's token bucket, as time at its rate.
@@ -41,6 +44,27 @@ pub struct AuthConfig {
     pub quotas: QuotasConfig,
     /// Cool-down for addresses that keep failing authentication.
     pub failed_auth: FailedAuthConfig,
+    /// WebSocket sessions that authenticate by frame.
+    pub websocket: WebSocketAuthConfig,
+}
+
+/// `[auth.websocket]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketAuthConfig {
+    /// A session still unauthenticated this long after the upgrade is
+    /// closed (4401): an open socket without a principal costs a connection
+    /// slot and memory, and must not be held by someone who never sends
+    /// credentials.
+    pub frame_timeout_ms: u64,
+}
+
+impl Default for WebSocketAuthConfig {
+    fn default() -> Self {
+        Self {
+            frame_timeout_ms: DEFAULT_WS_AUTH_FRAME_TIMEOUT_MS,
+        }
+    }
 }
 
 /// One API key.
@@ -401,6 +425,12 @@ pub(crate) fn validate(auth: &AuthConfig, file: &Path) -> Result<(), ConfigError
             return Err(invalid(format!("{key}.burst_ms"), "must be at least 1"));
         }
     }
+    if auth.websocket.frame_timeout_ms == 0 {
+        return Err(invalid(
+            "auth.websocket.frame_timeout_ms".into(),
+            "must be at least 1",
+        ));
+    }
     let f = &auth.failed_auth;
     if f.max_failures == 0 || f.window_ms == 0 || f.cooldown_ms == 0 {
         return Err(invalid(
@@ -442,6 +472,8 @@ mod tests {
         assert!(e.contains("auth.jwt.keys[0]"), "{e}");
         let e = error("[auth.quotas.default]\nrequests_per_sec = 0\n");
         assert!(e.contains("auth.quotas.default.requests_per_sec"), "{e}");
+        let e = error("[auth.websocket]\nframe_timeout_ms = 0\n");
+        assert!(e.contains("auth.websocket.frame_timeout_ms"), "{e}");
     }
 
     #[test]

@@ -697,6 +697,50 @@ async fn websocket_token_by_subprotocol_and_by_first_frame() {
     gw.stop().await;
 }
 
+/// A session opened to authenticate by frame that never sends one is
+/// closed (4401) after `auth.websocket.frame_timeout_ms`; one that did is
+/// not.
+#[tokio::test]
+async fn websocket_without_an_auth_frame_is_closed_after_the_deadline() {
+    let keys = Keys::new();
+    let gw = secure_gateway(&keys, |auth| auth.websocket.frame_timeout_ms = 300).await;
+
+    let mut silent = Ws::connect(&gw, "?auth=frame", None)
+        .await
+        .expect("upgrade");
+    let mut authenticated = Ws::connect(&gw, "?auth=frame", None)
+        .await
+        .expect("upgrade");
+    authenticated
+        .send(json!({"type": "auth", "token": keys.dev1}))
+        .await;
+    assert_eq!(authenticated.next().await.unwrap()["type"], "authenticated");
+
+    let refused = silent.next().await.expect("an error frame first");
+    assert_eq!(refused["error_code"], 40101, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no auth frame within 300 ms")),
+        "{refused}"
+    );
+    let close = tokio::time::timeout(FRAME_WAIT, silent.stream.next())
+        .await
+        .expect("closed in time");
+    match close {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 4401),
+        other => panic!("expected a Close frame, got {other:?}"),
+    }
+
+    // Well past the deadline, the authenticated session works on.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        authenticated.produce("p1", "devices.dev-1.temp").await["type"],
+        "ack"
+    );
+    gw.stop().await;
+}
+
 /// A CA and a client certificate it signed, as PEM.
 struct ClientPki {
     ca_pem: String,

@@ -63,6 +63,24 @@ impl SessionGuard {
         Self { context, principal }
     }
 
+    /// Whether the session must still send its `auth` frame: auth is on
+    /// and no principal came with the upgrade or a frame yet.
+    pub fn awaiting_auth(&self) -> bool {
+        self.principal.is_none()
+            && self
+                .context
+                .as_ref()
+                .is_some_and(|c| c.auth.snapshot().enabled())
+    }
+
+    /// The error a session gets when its `auth` frame did not come in time.
+    pub fn auth_frame_late(waited: std::time::Duration) -> ApiError {
+        unauthenticated(&format!(
+            "no auth frame within {} ms of the upgrade: send {{\"type\":\"auth\",\"token\":...}} first",
+            waited.as_millis()
+        ))
+    }
+
     /// The session's principal, once known.
     pub fn principal(&self) -> Option<&Principal> {
         self.principal.as_deref()

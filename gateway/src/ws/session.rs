@@ -138,6 +138,18 @@ where
         guard,
         held: None,
     };
+    // A session that must authenticate by frame gets so long to do it.
+    let auth_wait = Duration::from_millis(
+        session
+            .state
+            .config
+            .auth
+            .as_ref()
+            .map_or(sluice_config::DEFAULT_WS_AUTH_FRAME_TIMEOUT_MS, |a| {
+                a.websocket.frame_timeout_ms
+            }),
+    );
+    let auth_deadline = tokio::time::Instant::now() + auth_wait;
     // Whether a close handshake is under way and worth finishing.
     let closing = loop {
         // The permit comes first: with every produce slot taken, the socket
@@ -162,9 +174,17 @@ where
             Some(message) => message,
             None => {
                 session.flush_produces().await;
+                let awaiting_auth = session.guard.awaiting_auth();
                 tokio::select! {
                     message = stream.next() => message,
                     ended = &mut writer => break ended.unwrap_or(WriterEnd::Gone) == WriterEnd::Closed,
+                    () = tokio::time::sleep_until(auth_deadline), if awaiting_auth => {
+                        let error = SessionGuard::auth_frame_late(auth_wait);
+                        send(&session.out, &ServerFrame::error(None, None, &error)).await;
+                        session.out.close(CLOSE_UNAUTHENTICATED, error.message.clone()).await;
+                        // The writer sends the Close; the client's answers it.
+                        break true;
+                    }
                 }
             }
         };
