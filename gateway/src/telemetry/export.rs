@@ -45,8 +45,11 @@ struct Shared {
 
 impl Shared {
     fn take(&self) -> Vec<SpanData> {
+        // The queue keeps room for a batch, so ending spans does not grow
+        // (and copy) a vector of large span records from empty each time.
+        let fresh = Vec::with_capacity(self.settings.max_batch.min(self.settings.max_queue));
         let mut spans = self.spans.lock().unwrap_or_else(PoisonError::into_inner);
-        std::mem::take(&mut *spans)
+        std::mem::replace(&mut *spans, fresh)
     }
 }
 
