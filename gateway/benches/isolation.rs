@@ -17,6 +17,10 @@ use sluice_config::{
     AclRule, ApiKeyConfig, AuthConfig, Config, FsyncPolicy, Operation, QuotaConfig, QuotaMode,
 };
 
+/// The allocator of the `sluice` binary, so the gateway here runs as it does there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The calm client: one 1 KB produce every 20 ms, for this long per phase.
 const PHASE: Duration = Duration::from_secs(10);
 const CALM_INTERVAL: Duration = Duration::from_millis(20);
