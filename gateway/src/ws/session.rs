@@ -1,8 +1,10 @@
 //! One WebSocket connection.
 //!
 //! The session reads frames and dispatches them; it never waits on a
-//! cluster itself. Produces run as tasks, at most
-//! [`SessionSettings::max_in_flight`] at once: a produce takes a permit
+//! cluster itself. A produce that completes at once (an embedded append
+//! with acks 0 or 1) is answered inline; one that must wait goes on as a
+//! task. At most [`SessionSettings::max_in_flight`] produces are unanswered
+//! at once: a produce takes a permit
 //! before the next frame is read, so when all are taken the session stops
 //! reading and TCP pushes back on the client. Produce frames that arrive
 //! together (already read, nothing else waiting) for the same topic and
@@ -232,8 +234,8 @@ struct Session {
 }
 
 /// Produce frames to one topic with the same acks, read back to back, to
-/// be written in one call to the cluster: one append (one `pwrite`, one
-/// Kafka request) for all, one answer per frame with its own offsets.
+/// be written in one produce call to the cluster (one append on the
+/// embedded log), one answer per frame with its own offsets.
 /// Only frames whose records name no partition are held, so the call
 /// cannot fail for one frame and not the others (a topic-wide error fails
 /// them all alike), and only with tracing off, since each traced frame is
