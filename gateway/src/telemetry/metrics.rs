@@ -1,7 +1,7 @@
 //! Every metric Sluice exports, in one place: its name, kind, labels and
 //! meaning. `docs/observability.md` lists the same table for operators.
 //!
-//! To add a metric, add one line to the [`metrics!`] list below and record
+//! To add a metric, add one line to the `metrics!` list below and record
 //! it anywhere with the `metrics` macros and the constant, e.g.
 //! `metrics::counter!(QUOTA_THROTTLES_TOTAL, LABEL_KIND => "produce_bytes").increment(1)`.
 //!

@@ -9,7 +9,7 @@
 //! reading and TCP pushes back on the client. Produce frames that arrive
 //! together (already read, nothing else waiting) for the same topic and
 //! acks are written as one call to the cluster and answered frame by frame
-//! (see [`PendingProduce`]). Subscriptions run as tasks
+//! (see `PendingProduce`). Subscriptions run as tasks
 //! too (see [`super::subscription`]). Every outbound frame goes through one
 //! bounded queue to the writer, which feeds as many as are ready and then
 //! flushes once, so a busy connection writes in batches, not per frame.
