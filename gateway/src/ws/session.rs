@@ -233,16 +233,19 @@ struct Session {
     held: Option<PendingProduce>,
 }
 
-/// Produce frames to one topic with the same acks, read back to back, to
-/// be written in one produce call to the cluster (one append on the
-/// embedded log), one answer per frame with its own offsets.
-/// Only frames whose records name no partition are held, so the call
-/// cannot fail for one frame and not the others (a topic-wide error fails
-/// them all alike), and only with tracing off, since each traced frame is
-/// its own `send` span.
+/// Produce frames written in one produce call to the cluster (one append
+/// on the embedded log) and answered one by one, each with its own
+/// offsets: a frame on its own, or frames to one topic with the same acks
+/// read back to back. Only frames whose records name no partition are held
+/// together, so the call cannot fail for one frame and not the others (a
+/// topic-wide error fails them all alike), and only with tracing off, since
+/// each traced frame is its own `send` span.
 struct PendingProduce {
     topic: String,
     acks: sluice_broker::Acks,
+    /// The trace the `send` span joins: the frame's `traceparent` for a
+    /// frame written alone with tracing on, else none.
+    parent: opentelemetry::Context,
     records: Vec<ProduceRecord>,
     bytes: usize,
     /// Id and record count of each frame, in order.
@@ -458,70 +461,44 @@ impl Session {
         };
         let bytes: usize = records.iter().map(ProduceRecord::size_bytes).sum();
         let tracing = self.state.telemetry.tracing_enabled();
-        if !tracing
+        let coalesce = !tracing
             && bytes <= COALESCE_MAX_FRAME_BYTES
-            && records.iter().all(|r| r.partition.is_none())
-        {
-            let joins = self.held.as_ref().is_some_and(|held| {
+            && records.iter().all(|r| r.partition.is_none());
+        let joins = coalesce
+            && self.held.as_ref().is_some_and(|held| {
                 held.topic == frame.topic
                     && held.acks == acks
                     && held.frames.len() < COALESCE_MAX_FRAMES
                     && held.bytes + bytes <= COALESCE_MAX_BYTES
             });
-            if !joins {
-                self.flush_produces().await;
-            }
-            let held = self.held.get_or_insert_with(|| PendingProduce {
-                topic: std::mem::take(&mut frame.topic),
-                acks,
-                records: Vec::new(),
-                bytes: 0,
-                frames: Vec::new(),
-                permits: Vec::new(),
-            });
-            held.frames
-                .push((std::mem::take(&mut frame.id), records.len()));
-            held.records.extend(records);
-            held.bytes += bytes;
-            held.permits.push(permit);
-            return;
-        }
         // Frames held before this one are written first.
-        self.flush_produces().await;
-        let state = self.state.clone();
-        let out = self.out.clone();
-        // Only worth parsing when spans are recorded.
-        let parent = if tracing {
-            propagation::context_from(
-                frame.traceparent.as_deref().map(str::as_bytes),
-                frame.tracestate.as_deref(),
-            )
-        } else {
-            opentelemetry::Context::new()
-        };
-        let mut answered = Box::pin(async move {
-            let _permit = permit;
-            let answer = produce(&state, &frame.topic, records, acks, &parent).await;
-            let _ = match answer {
-                Ok(offsets) => {
-                    out.send(&ServerFrame::Ack {
-                        id: &frame.id,
-                        offsets,
-                    })
-                    .await
-                }
-                Err(error) => {
-                    out.send(&ServerFrame::error(Some(&frame.id), None, &error))
-                        .await
-                }
-            };
+        if !joins {
+            self.flush_produces().await;
+        }
+        let held = self.held.get_or_insert_with(|| PendingProduce {
+            topic: std::mem::take(&mut frame.topic),
+            acks,
+            // Only worth parsing when spans are recorded.
+            parent: if tracing {
+                propagation::context_from(
+                    frame.traceparent.as_deref().map(str::as_bytes),
+                    frame.tracestate.as_deref(),
+                )
+            } else {
+                opentelemetry::Context::new()
+            },
+            records: Vec::new(),
+            bytes: 0,
+            frames: Vec::new(),
+            permits: Vec::new(),
         });
-        // Most produces finish without waiting (an embedded append with
-        // acks 0 or 1): answered right here, with no task to schedule. One
-        // that waits (an fsync, a Kafka delivery) goes on in its own task
-        // while this connection reads on.
-        if futures_util::poll!(answered.as_mut()).is_pending() {
-            tokio::spawn(answered);
+        held.frames
+            .push((std::mem::take(&mut frame.id), records.len()));
+        held.records.extend(records);
+        held.bytes += bytes;
+        held.permits.push(permit);
+        if !coalesce {
+            self.flush_produces().await;
         }
     }
 
@@ -536,13 +513,13 @@ impl Session {
             let PendingProduce {
                 topic,
                 acks,
+                parent,
                 records,
                 frames,
                 permits,
                 ..
             } = held;
             let _permits = permits;
-            let parent = opentelemetry::Context::new();
             match produce(&state, &topic, records, acks, &parent).await {
                 Ok(offsets) => {
                     let mut offsets = offsets.into_iter();
@@ -558,6 +535,10 @@ impl Session {
                 }
             }
         });
+        // Most produces finish without waiting (an embedded append with
+        // acks 0 or 1): answered right here, with no task to schedule. One
+        // that waits (an fsync, a Kafka delivery) goes on in its own task
+        // while this connection reads on.
         if futures_util::poll!(answered.as_mut()).is_pending() {
             tokio::spawn(answered);
         }
