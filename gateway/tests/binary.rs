@@ -55,16 +55,11 @@ async fn quickstart_round_trip_and_bad_input_without_panics() {
         .unwrap();
     let partition = produced["offsets"][0]["partition"].as_u64().unwrap();
     assert_eq!(produced["offsets"][0]["offset"], 0);
-    let records: Value = http
-        .get(format!(
-            "{url}/topics/greetings/partitions/{partition}/records?offset=0"
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let records: Value = common::get_json(
+        &http,
+        format!("{url}/topics/greetings/partitions/{partition}/records?offset=0"),
+    )
+    .await;
     assert_eq!(records[0]["key"], "a2V5LTE=");
     assert_eq!(records[0]["value"], "aGVsbG8gc2x1aWNl");
     assert_eq!(

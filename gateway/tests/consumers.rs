@@ -259,15 +259,7 @@ async fn the_v2_consumer_flow_end_to_end() {
     );
     // Empty body: commit everything consumed.
     c.commit_all().await;
-    let committed: Value = c
-        .http
-        .get(c.at("/offsets"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let committed: Value = common::get_json(&c.http, c.at("/offsets")).await;
     let offsets: BTreeSet<(u64, u64)> = committed["offsets"]
         .as_array()
         .unwrap()
@@ -590,15 +582,7 @@ async fn a_group_reads_topics_homed_on_different_clusters() {
     for i in 0..20 {
         let topic = format!("spread-{i}");
         gw.create_topic(&topic, 1).await;
-        let info: Value = gw
-            .client
-            .get(format!("{}/topics/{topic}", gw.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let info: Value = common::get_json(&gw.client, format!("{}/topics/{topic}", gw.url)).await;
         by_home
             .entry(info["cluster"].as_str().unwrap().to_owned())
             .or_insert(topic);
@@ -620,15 +604,7 @@ async fn a_group_reads_topics_homed_on_different_clusters() {
     assert_eq!(got, want);
     // Commits land on each topic's own cluster and read back.
     c.commit_all().await;
-    let committed: Value = c
-        .http
-        .get(c.at("/offsets"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let committed: Value = common::get_json(&c.http, c.at("/offsets")).await;
     let with_progress = committed["offsets"]
         .as_array()
         .unwrap()
@@ -663,15 +639,7 @@ async fn a_group_drains_the_old_epoch_across_a_migration() {
     c.delete().await;
 
     // Move the topic; write more in the new epoch.
-    let info: Value = gw
-        .client
-        .get(format!("{}/topics/{topic}", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: Value = common::get_json(&gw.client, format!("{}/topics/{topic}", gw.url)).await;
     let from = info["cluster"].as_str().unwrap().to_owned();
     let to = ["local-0", "local-1", "local-2"]
         .into_iter()
@@ -714,15 +682,7 @@ async fn a_group_drains_the_old_epoch_across_a_migration() {
     }
     // The committed offset after finishing reads back in the new epoch.
     d.commit_all().await;
-    let committed: Value = d
-        .http
-        .get(d.at("/offsets"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let committed: Value = common::get_json(&d.http, d.at("/offsets")).await;
     assert_eq!(
         committed["offsets"].as_array().unwrap().len(),
         2,

@@ -116,17 +116,14 @@ async fn acknowledged_records_survive_kill_9() {
     for partition in 0..PARTITIONS {
         let mut next = 0u64;
         loop {
-            let records: Vec<Value> = http
-                .get(format!(
+            let records: Vec<Value> = common::get_json(
+                &http,
+                format!(
                     "{}/topics/{TOPIC}/partitions/{partition}/records?offset={next}",
                     running.url
-                ))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+                ),
+            )
+            .await;
             if records.is_empty() {
                 break;
             }

@@ -63,14 +63,7 @@ async fn produce(
 }
 
 async fn home_of(http: &reqwest::Client, url: &str, topic: &str) -> String {
-    let topic: Value = http
-        .get(format!("{url}/topics/{topic}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let topic: Value = common::get_json(http, format!("{url}/topics/{topic}")).await;
     topic["cluster"].as_str().expect("home cluster").to_owned()
 }
 
@@ -365,14 +358,11 @@ async fn two_gateway_processes_share_placement_and_follow_a_migration() {
         .unwrap();
     assert_eq!(reply.status(), 200, "{}", reply.text().await.unwrap());
     let seen = loop {
-        let placement: Value = admin
-            .get(format!("{}/admin/topics/{t}/placement", b.admin_url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let placement: Value = common::get_json(
+            &admin,
+            format!("{}/admin/topics/{t}/placement", b.admin_url),
+        )
+        .await;
         if placement["home"] == to.as_str() {
             break started.elapsed();
         }

@@ -407,15 +407,11 @@ async fn unsampled_produces_write_no_header_and_sse_deliveries_follow_the_produc
     };
     produce("untraced", None).await;
     produce("traced", Some(client_traceparent())).await;
-    let records: Vec<Value> = gw
-        .client
-        .get(format!("{}/topics/{topic}/partitions/0/records", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let records: Vec<Value> = common::get_json(
+        &gw.client,
+        format!("{}/topics/{topic}/partitions/0/records", gw.url),
+    )
+    .await;
     assert_eq!(records.len(), 2);
     assert_eq!(
         header(&records[0], "traceparent"),
@@ -503,14 +499,7 @@ async fn metrics_move_with_traffic_and_never_name_paths_topics_or_records() {
         .await
         .unwrap();
     assert_eq!(reply.status(), 200);
-    let info: Value = http
-        .get(format!("{}/topics/{topic}", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: Value = common::get_json(&http, format!("{}/topics/{topic}", gw.url)).await;
     let home = info["cluster"].as_str().unwrap().to_owned();
     let reply = http
         .get(format!("{}/topics/some-random-name", gw.url))
@@ -702,15 +691,11 @@ async fn a_websocket_produce_frame_carries_the_clients_trace() {
         let ack = expect_frame(&mut ws, "ack").await;
         assert_eq!(ack["id"], id);
     }
-    let records: Vec<Value> = gw
-        .client
-        .get(format!("{}/topics/{topic}/partitions/0/records", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let records: Vec<Value> = common::get_json(
+        &gw.client,
+        format!("{}/topics/{topic}/partitions/0/records", gw.url),
+    )
+    .await;
     let (trace, span) = ids(&header(&records[0], "traceparent").unwrap());
     assert_eq!(trace, CLIENT_TRACE);
     let (other_trace, _) = ids(&header(&records[1], "traceparent").unwrap());

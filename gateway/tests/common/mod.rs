@@ -151,3 +151,18 @@ impl TestGateway {
         all
     }
 }
+
+/// `GET url` with `client`, the body read as JSON; panics on any failure.
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+) -> T {
+    client
+        .get(url)
+        .send()
+        .await
+        .expect("GET reaches the server")
+        .json()
+        .await
+        .expect("a JSON body")
+}
