@@ -10,6 +10,7 @@
 //! - [`messaging`]: produce and delivery spans with OpenTelemetry's
 //!   messaging conventions, and the record counters.
 //! - [`export`]: the bounded span queue in front of the OTLP exporter.
+//! - [`otlp`]: the OTLP/HTTP exporter, writing protobuf from span records.
 //! - [`scrape`]: `GET /metrics` on the admin listener.
 //! - [`logs`]: text or JSON log lines carrying trace ids.
 //!
@@ -19,11 +20,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use opentelemetry::trace::{SpanBuilder, SpanKind, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, SpanExporter as _};
 use opentelemetry_sdk::Resource;
 use sluice_config::{ClusterKind, Config};
@@ -33,6 +32,7 @@ pub mod http;
 pub mod logs;
 pub mod messaging;
 pub mod metrics;
+pub mod otlp;
 pub mod propagation;
 pub mod scrape;
 
@@ -235,13 +235,8 @@ fn cluster_metrics(config: &Config) -> HashMap<String, ClusterMetrics> {
 fn start_tracing(config: &Config, url: &str) -> anyhow::Result<Tracing> {
     let t = &config.tracing;
     let timeout = Duration::from_millis(t.export_timeout_ms);
-    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_protocol(Protocol::HttpBinary)
-        .with_endpoint(url)
-        .with_timeout(timeout)
-        .build()
-        .with_context(|| format!("tracing.otlp_endpoint: cannot export to {url}"))?;
+    let mut exporter = otlp::OtlpHttpExporter::new(url)
+        .map_err(|e| anyhow::anyhow!("tracing.otlp_endpoint: cannot export to {url}: {e}"))?;
     let resource = Resource::builder()
         .with_service_name(t.service_name.clone())
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
