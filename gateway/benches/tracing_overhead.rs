@@ -15,7 +15,10 @@
 //! ratios (median with a distribution-free 95 % interval, quartiles) and
 //! the ratio of total throughputs. Set `SLUICE_BENCH_BLOCKS` to change the
 //! number of rounds (default 40) and `SLUICE_BENCH_REQUESTS` the requests
-//! per block (default 1,000).
+//! per block (default 1,000). Each arm's line also gives the process's CPU
+//! time per request (client, gateway and sink together), which tells CPU
+//! cost apart from waiting. `SLUICE_BENCH_ONLY=<arm>` drives that arm
+//! alone, for a profiler to see one arm's costs (no ratios then).
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,9 +74,16 @@ async fn start_sink(requests: Arc<AtomicU64>, bytes: Arc<AtomicU64>) -> String {
                     move |request: hyper::Request<hyper::body::Incoming>| {
                         let (requests, bytes) = (requests.clone(), bytes.clone());
                         async move {
-                            let body = request.into_body().collect().await.map(|b| b.to_bytes());
+                            // Counted and dropped frame by frame, as a
+                            // collector forwarding elsewhere would: no copy
+                            // into one buffer charged to the traced arms.
+                            let mut body = request.into_body();
+                            let mut read = 0;
+                            while let Some(Ok(frame)) = body.frame().await {
+                                read += frame.data_ref().map_or(0, |d| d.len() as u64);
+                            }
                             requests.fetch_add(1, Ordering::Relaxed);
-                            bytes.fetch_add(body.map_or(0, |b| b.len() as u64), Ordering::Relaxed);
+                            bytes.fetch_add(read, Ordering::Relaxed);
                             let response = hyper::Response::builder()
                                 .header("content-type", "application/x-protobuf")
                                 .body(Full::new(Bytes::new()))
@@ -159,6 +169,24 @@ async fn drive(arm: &Arm, body: &Arc<String>, requests: usize) -> Duration {
     started.elapsed()
 }
 
+/// CPU time this process has used (user + system), from `/proc/self/stat`
+/// in clock ticks (1/100 s here): summed over many blocks, it tells CPU
+/// cost apart from waiting.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line; 12 and 13 here.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
 fn quantile(sorted: &[f64], q: f64) -> f64 {
     let i = ((sorted.len() - 1) as f64 * q).round() as usize;
     sorted[i]
@@ -229,12 +257,34 @@ fn main() {
         }
         let n = arms.len();
         let mut totals = vec![Duration::ZERO; n];
+        let mut cpu = vec![Duration::ZERO; n];
         let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); n];
+        if let Ok(only) = std::env::var("SLUICE_BENCH_ONLY") {
+            let arm = arms.iter().find(|a| a.name == only).expect("SLUICE_BENCH_ONLY names an arm");
+            let body = bodies[arms.iter().position(|a| a.name == only).unwrap_or(0)];
+            let (used, started) = (cpu_time(), Instant::now());
+            for _ in 0..blocks {
+                drive(arm, body, requests_per_block).await;
+            }
+            let (cpu, elapsed) = (cpu_time().saturating_sub(used), started.elapsed());
+            let requests = (blocks * requests_per_block) as f64;
+            println!(
+                "{only} alone: {:.0} records/s; CPU {:.1} µs per request",
+                requests * BATCH as f64 / elapsed.as_secs_f64(),
+                cpu.as_secs_f64() * 1e6 / requests,
+            );
+            for arm in arms {
+                arm.gateway.stop().await;
+            }
+            return;
+        }
         for round in 0..blocks {
             let mut times = vec![Duration::ZERO; n];
             for k in 0..n {
                 let i = (round + k) % n;
+                let used = cpu_time();
                 times[i] = drive(&arms[i], bodies[i], requests_per_block).await;
+                cpu[i] += cpu_time().saturating_sub(used);
             }
             for i in 0..n {
                 totals[i] += times[i];
@@ -243,12 +293,15 @@ fn main() {
             }
         }
         let records_per_arm = (blocks * requests_per_block * BATCH) as f64;
-        for (arm, total) in arms.iter().zip(&totals) {
+        let requests_per_arm = (blocks * requests_per_block) as f64;
+        for ((arm, total), cpu) in arms.iter().zip(&totals).zip(&cpu) {
             println!(
-                "{}: {:.0} records/s ({} requests of {BATCH} records, {CONCURRENCY} in flight, {blocks} blocks)",
+                "{}: {:.0} records/s ({} requests of {BATCH} records, {CONCURRENCY} in flight, {blocks} blocks); CPU {:.1} µs per request, {:.2} cores busy",
                 arm.name,
                 records_per_arm / total.as_secs_f64(),
                 blocks * requests_per_block,
+                cpu.as_secs_f64() * 1e6 / requests_per_arm,
+                cpu.as_secs_f64() / total.as_secs_f64(),
             );
         }
         for i in 1..n {

@@ -1,6 +1,11 @@
 //! The span export queue: finished spans go into a bounded queue without
 //! waiting, and one task sends them in batches to the OTLP exporter.
 //!
+//! That task runs on a thread of its own (`sluice-span-export`, with a
+//! single-threaded runtime), not on the gateway's workers: encoding and
+//! posting a batch of spans never holds up the requests queued behind it
+//! on a worker.
+//!
 //! A full queue (a slow or absent collector) drops the new span and counts
 //! it in `sluice_trace_spans_dropped_total{reason="queue_full"}`: a request
 //! never waits for telemetry. Failed and timed-out exports are dropped and
@@ -13,7 +18,6 @@ use opentelemetry::Context;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
 use tokio::sync::{mpsc, oneshot, Notify};
-use tokio::task::JoinHandle;
 
 use super::metrics::{LABEL_REASON, TRACE_SPANS_DROPPED_TOTAL, TRACE_SPANS_EXPORTED_TOTAL};
 
@@ -40,6 +44,8 @@ pub struct QueueSettings {
 struct Shared {
     spans: Mutex<Vec<SpanData>>,
     full_batch: Notify,
+    /// Ends the export task.
+    stop: Notify,
     settings: QueueSettings,
 }
 
@@ -63,22 +69,34 @@ pub struct QueueProcessor {
 #[derive(Debug)]
 pub struct ExportQueue {
     flushes: mpsc::Sender<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+    shared: Arc<Shared>,
 }
 
-/// Starts the export task on the current runtime.
+/// Starts the export task on a thread of its own.
 pub fn start<E: SpanExporter + 'static>(
     exporter: E,
     settings: QueueSettings,
-) -> (QueueProcessor, ExportQueue) {
+) -> std::io::Result<(QueueProcessor, ExportQueue)> {
     let shared = Arc::new(Shared {
         spans: Mutex::new(Vec::new()),
         full_batch: Notify::new(),
+        stop: Notify::new(),
         settings,
     });
     let (flushes, requests) = mpsc::channel(16);
-    let task = tokio::spawn(run(exporter, Arc::clone(&shared), requests));
-    (QueueProcessor { shared }, ExportQueue { flushes, task })
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let task_shared = Arc::clone(&shared);
+    std::thread::Builder::new()
+        .name("sluice-span-export".into())
+        .spawn(move || runtime.block_on(run(exporter, task_shared, requests)))?;
+    Ok((
+        QueueProcessor {
+            shared: Arc::clone(&shared),
+        },
+        ExportQueue { flushes, shared },
+    ))
 }
 
 impl SpanProcessor for QueueProcessor {
@@ -137,13 +155,13 @@ impl ExportQueue {
     /// Flushes, then stops the task.
     pub async fn shutdown(&self) {
         self.flush(DEFAULT_FLUSH_TIMEOUT).await;
-        self.task.abort();
+        self.shared.stop.notify_one();
     }
 }
 
 impl Drop for ExportQueue {
     fn drop(&mut self) {
-        self.task.abort();
+        self.shared.stop.notify_one();
     }
 }
 
@@ -163,6 +181,7 @@ async fn run<E: SpanExporter>(
                 None => return,
             },
             () = shared.full_batch.notified() => None,
+            () = shared.stop.notified() => return,
             _ = ticker.tick() => None,
         };
         let mut spans = shared.take();
@@ -250,7 +269,7 @@ mod tests {
     #[tokio::test]
     async fn spans_are_exported_in_batches_and_on_flush() {
         let exporter = Recording::default();
-        let (processor, queue) = start(exporter.clone(), settings(100));
+        let (processor, queue) = start(exporter.clone(), settings(100)).unwrap();
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
             .build();
@@ -271,7 +290,7 @@ mod tests {
             hang: true,
             ..Default::default()
         };
-        let (processor, queue) = start(exporter.clone(), settings(2));
+        let (processor, queue) = start(exporter.clone(), settings(2)).unwrap();
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
             .build();

@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use opentelemetry::trace::{SpanBuilder, SpanKind, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
@@ -250,7 +251,8 @@ fn start_tracing(config: &Config, url: &str) -> anyhow::Result<Tracing> {
             interval: Duration::from_millis(t.export_interval_ms),
             timeout,
         },
-    );
+    )
+    .context("tracing: cannot start the span export thread")?;
     let provider = SdkTracerProvider::builder()
         .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
             t.sampling_ratio,
