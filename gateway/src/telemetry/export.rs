@@ -1,25 +1,33 @@
-//! The span export queue: finished spans go into a bounded queue without
-//! waiting, and one task sends them in batches to the OTLP exporter.
+//! The span export queue: a span is encoded as OTLP protobuf when it ends,
+//! on the thread that ended it, and its bytes go into a bounded queue
+//! without waiting; one task posts them in batches to the collector.
 //!
-//! That task runs on a thread of its own (`sluice-span-export`, with a
-//! single-threaded runtime), not on the gateway's workers: encoding and
-//! posting a batch of spans never holds up the requests queued behind it
-//! on a worker.
+//! Encoding at the end, where the span's data is still in that core's
+//! cache, and freeing it there, spares handing the span record (a few
+//! hundred bytes and a dozen heap blocks) to another thread to be read and
+//! freed: the queue holds only compact bytes, and its buffers are reused.
+//!
+//! The posting task runs on a thread of its own (`sluice-span-export`, with
+//! a single-threaded runtime), not on the gateway's workers: posting a
+//! batch never holds up the requests queued behind it on a worker.
 //!
 //! A full queue (a slow or absent collector) drops the new span and counts
 //! it in `sluice_trace_spans_dropped_total{reason="queue_full"}`: a request
 //! never waits for telemetry. Failed and timed-out exports are dropped and
 //! counted the same way, and logged once per outage, not once per batch.
 
+use std::cell::RefCell;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use opentelemetry::Context;
+use bytes::Bytes;
+use opentelemetry::{Context, InstrumentationScope};
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
+use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::metrics::{LABEL_REASON, TRACE_SPANS_DROPPED_TOTAL, TRACE_SPANS_EXPORTED_TOTAL};
+use super::otlp::{self, OtlpHttpExporter};
 
 /// How long a flush on shutdown may take.
 pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,12 +45,40 @@ pub struct QueueSettings {
     pub timeout: Duration,
 }
 
-/// The spans waiting for export. Ending a span only pushes here: the
-/// export task is woken when a full batch is waiting (or by its timer),
-/// not once per span, so a traced request costs no extra thread wake-up.
+/// The encoded spans of one instrumentation scope.
+#[derive(Debug)]
+struct ScopeSpans {
+    scope: InstrumentationScope,
+    /// `ScopeSpans.spans` fields, one after another.
+    bytes: Vec<u8>,
+    /// Where each span's field ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+/// The spans waiting for export.
+#[derive(Debug, Default)]
+struct Pending {
+    scopes: Vec<ScopeSpans>,
+    spans: usize,
+}
+
+impl Pending {
+    /// Empties the queue, keeping its buffers for reuse.
+    fn clear(&mut self) {
+        for scope in &mut self.scopes {
+            scope.bytes.clear();
+            scope.ends.clear();
+        }
+        self.spans = 0;
+    }
+}
+
+/// Ending a span only appends here: the export task is woken when a full
+/// batch is waiting (or by its timer), not once per span, so a traced
+/// request costs no extra thread wake-up.
 #[derive(Debug)]
 struct Shared {
-    spans: Mutex<Vec<SpanData>>,
+    pending: Mutex<Pending>,
     full_batch: Notify,
     /// Ends the export task.
     stop: Notify,
@@ -50,12 +86,11 @@ struct Shared {
 }
 
 impl Shared {
-    fn take(&self) -> Vec<SpanData> {
-        // The queue keeps room for a batch, so ending spans does not grow
-        // (and copy) a vector of large span records from empty each time.
-        let fresh = Vec::with_capacity(self.settings.max_batch.min(self.settings.max_queue));
-        let mut spans = self.spans.lock().unwrap_or_else(PoisonError::into_inner);
-        std::mem::replace(&mut *spans, fresh)
+    /// Swaps the queue with `spare` (emptied, its buffers kept).
+    fn take(&self, spare: &mut Pending) {
+        spare.clear();
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::swap(&mut *pending, spare);
     }
 }
 
@@ -72,13 +107,13 @@ pub struct ExportQueue {
     shared: Arc<Shared>,
 }
 
-/// Starts the export task on a thread of its own.
-pub fn start<E: SpanExporter + 'static>(
-    exporter: E,
+/// Starts the export task, posting with `exporter`, on a thread of its own.
+pub fn start(
+    exporter: OtlpHttpExporter,
     settings: QueueSettings,
 ) -> std::io::Result<(QueueProcessor, ExportQueue)> {
     let shared = Arc::new(Shared {
-        spans: Mutex::new(Vec::new()),
+        pending: Mutex::new(Pending::default()),
         full_batch: Notify::new(),
         stop: Notify::new(),
         settings,
@@ -99,6 +134,11 @@ pub fn start<E: SpanExporter + 'static>(
     ))
 }
 
+thread_local! {
+    /// Where a span is encoded before it is queued, reused per thread.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
+}
+
 impl SpanProcessor for QueueProcessor {
     fn on_start(&self, _span: &mut Span, _cx: &Context) {}
 
@@ -107,19 +147,41 @@ impl SpanProcessor for QueueProcessor {
             return;
         }
         let settings = &self.shared.settings;
-        let queued = {
-            let mut spans = self
+        let queued = SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            otlp::put_span_field(scratch, &span);
+            let mut pending = self
                 .shared
-                .spans
+                .pending
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if spans.len() >= settings.max_queue {
-                None
-            } else {
-                spans.push(span);
-                Some(spans.len())
+            if pending.spans >= settings.max_queue {
+                return None;
             }
-        };
+            let at = match pending
+                .scopes
+                .iter()
+                .position(|s| s.scope == span.instrumentation_scope)
+            {
+                Some(at) => at,
+                None => {
+                    pending.scopes.push(ScopeSpans {
+                        scope: span.instrumentation_scope.clone(),
+                        bytes: Vec::new(),
+                        ends: Vec::new(),
+                    });
+                    pending.scopes.len() - 1
+                }
+            };
+            let scope = &mut pending.scopes[at];
+            scope.bytes.extend_from_slice(scratch);
+            let end = scope.bytes.len();
+            scope.ends.push(end);
+            pending.spans += 1;
+            Some(pending.spans)
+        });
+        // The span's data is freed here, on the thread that built it.
+        drop(span);
         match queued {
             None => {
                 metrics::counter!(TRACE_SPANS_DROPPED_TOTAL, LABEL_REASON => "queue_full")
@@ -165,13 +227,14 @@ impl Drop for ExportQueue {
     }
 }
 
-async fn run<E: SpanExporter>(
-    exporter: E,
+async fn run(
+    exporter: OtlpHttpExporter,
     shared: Arc<Shared>,
     mut flushes: mpsc::Receiver<oneshot::Sender<()>>,
 ) {
     let settings = shared.settings;
     let mut failing = false;
+    let mut taken = Pending::default();
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -184,11 +247,26 @@ async fn run<E: SpanExporter>(
             () = shared.stop.notified() => return,
             _ = ticker.tick() => None,
         };
-        let mut spans = shared.take();
-        while !spans.is_empty() {
-            let rest = spans.split_off(spans.len().min(settings.max_batch));
-            export(&exporter, spans, settings, &mut failing).await;
-            spans = rest;
+        shared.take(&mut taken);
+        // Requests of at most `max_batch` spans, cut at span boundaries.
+        let max_batch = settings.max_batch.max(1);
+        let mut parts: Vec<(&InstrumentationScope, &[u8])> = Vec::new();
+        let mut count = 0;
+        for scope in &taken.scopes {
+            let (mut first, mut from) = (0, 0);
+            while first < scope.ends.len() {
+                let n = (max_batch - count).min(scope.ends.len() - first);
+                let to = scope.ends[first + n - 1];
+                parts.push((&scope.scope, &scope.bytes[from..to]));
+                (first, from, count) = (first + n, to, count + n);
+                if count == max_batch {
+                    export(&exporter, &parts, count, settings, &mut failing).await;
+                    (parts, count) = (Vec::new(), 0);
+                }
+            }
+        }
+        if count > 0 {
+            export(&exporter, &parts, count, settings, &mut failing).await;
         }
         if let Some(done) = flushed {
             let _ = done.send(());
@@ -196,14 +274,17 @@ async fn run<E: SpanExporter>(
     }
 }
 
-async fn export<E: SpanExporter>(
-    exporter: &E,
-    spans: Vec<SpanData>,
+async fn export(
+    exporter: &OtlpHttpExporter,
+    parts: &[(&InstrumentationScope, &[u8])],
+    count: usize,
     settings: QueueSettings,
     failing: &mut bool,
 ) {
-    let count = spans.len() as u64;
-    let outcome = tokio::time::timeout(settings.timeout, exporter.export(spans)).await;
+    let count = count as u64;
+    let mut body = Vec::with_capacity(parts.iter().map(|(_, b)| b.len()).sum::<usize>() + 256);
+    exporter.encode_request(parts, &mut body);
+    let outcome = tokio::time::timeout(settings.timeout, exporter.post(Bytes::from(body))).await;
     let failure = match outcome {
         Ok(Ok(())) => {
             metrics::counter!(TRACE_SPANS_EXPORTED_TOTAL).increment(count);
@@ -215,7 +296,7 @@ async fn export<E: SpanExporter>(
         Ok(Err(e)) => {
             metrics::counter!(TRACE_SPANS_DROPPED_TOTAL, LABEL_REASON => "export_failed")
                 .increment(count);
-            e.to_string()
+            e
         }
         Err(_) => {
             metrics::counter!(TRACE_SPANS_DROPPED_TOTAL, LABEL_REASON => "export_timeout")
@@ -230,32 +311,13 @@ async fn export<E: SpanExporter>(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::atomic::Ordering;
 
     use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
     use opentelemetry_sdk::trace::SdkTracerProvider;
 
+    use super::super::otlp::tests::Collector;
     use super::*;
-
-    /// Records what it is given; can be told to hang.
-    #[derive(Debug, Clone, Default)]
-    struct Recording {
-        spans: Arc<Mutex<Vec<String>>>,
-        hang: bool,
-    }
-
-    impl SpanExporter for Recording {
-        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-            if self.hang {
-                std::future::pending::<()>().await;
-            }
-            self.spans
-                .lock()
-                .unwrap()
-                .extend(batch.into_iter().map(|s| s.name.into_owned()));
-            Ok(())
-        }
-    }
 
     fn settings(max_queue: usize) -> QueueSettings {
         QueueSettings {
@@ -268,29 +330,36 @@ mod tests {
 
     #[tokio::test]
     async fn spans_are_exported_in_batches_and_on_flush() {
-        let exporter = Recording::default();
-        let (processor, queue) = start(exporter.clone(), settings(100)).unwrap();
+        let collector = Collector::start(200, false, false).await;
+        let exporter = OtlpHttpExporter::new(&collector.url).unwrap();
+        let (processor, queue) = start(exporter, settings(100)).unwrap();
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
             .build();
         let tracer = provider.tracer("test");
+        let other = provider.tracer("other");
         for i in 0..6 {
             tracer.start(format!("s{i}")).end();
         }
+        other.start("o0").end();
         queue.flush(Duration::from_secs(5)).await;
+        // Four spans, then the other three (two scopes in one request).
+        assert_eq!(collector.requests.load(Ordering::SeqCst), 2);
         assert_eq!(
-            *exporter.spans.lock().unwrap(),
-            ["s0", "s1", "s2", "s3", "s4", "s5"]
+            collector.span_names(),
+            ["s0", "s1", "s2", "s3", "s4", "s5", "o0"]
         );
+        // The queue's buffers are reused: nothing is sent twice.
+        tracer.start("s6").end();
+        queue.flush(Duration::from_secs(5)).await;
+        assert_eq!(collector.span_names().len(), 8);
     }
 
     #[tokio::test]
     async fn a_full_queue_drops_instead_of_waiting() {
-        let exporter = Recording {
-            hang: true,
-            ..Default::default()
-        };
-        let (processor, queue) = start(exporter.clone(), settings(2)).unwrap();
+        let collector = Collector::start(200, false, true).await;
+        let exporter = OtlpHttpExporter::new(&collector.url).unwrap();
+        let (processor, queue) = start(exporter, settings(2)).unwrap();
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
             .build();
@@ -299,9 +368,9 @@ mod tests {
         for i in 0..1000 {
             tracer.start(format!("s{i}")).end();
         }
-        // Ending spans never waited on the hung exporter.
+        // Ending spans never waited on the hung collector.
         assert!(started.elapsed() < Duration::from_secs(2));
         queue.shutdown().await;
-        assert!(exporter.spans.lock().unwrap().is_empty());
+        assert_eq!(collector.requests.load(Ordering::SeqCst), 0);
     }
 }

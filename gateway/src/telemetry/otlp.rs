@@ -1,11 +1,14 @@
-//! The OTLP/HTTP span exporter: spans are written as protobuf straight
-//! from the SDK's span records, and posted over one kept-alive HTTP/1.1
-//! connection to the collector.
+//! OTLP/HTTP: spans written as protobuf straight from the SDK's span
+//! records, and requests posted over one kept-alive HTTP/1.1 connection to
+//! the collector.
 //!
-//! Encoding without the intermediate `opentelemetry-proto` tree (a `String`
-//! per attribute key and value, a `Vec` per id) is what makes tracing every
-//! request affordable: with the tree, half of the export task's time was
-//! spent allocating and freeing it. The wire format is OTLP's
+//! Each span is encoded once, when it ends, by [`put_span_field`] (see
+//! `export.rs`); a request is then the resource, the scopes, and those
+//! bytes as they are ([`OtlpHttpExporter::encode_request`]). Encoding
+//! without the intermediate `opentelemetry-proto` tree (a `String` per
+//! attribute key and value, a `Vec` per id) is what makes tracing every
+//! request affordable: with the tree, half of the export's time was spent
+//! allocating and freeing it. The wire format is OTLP's
 //! `ExportTraceServiceRequest` (`opentelemetry/proto/trace/v1/trace.proto`);
 //! the tests decode what is written here with `opentelemetry-proto` and
 //! compare it with that crate's own conversion of the same spans.
@@ -21,8 +24,7 @@ use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
 use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status};
 use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use opentelemetry_sdk::trace::SpanData;
 use opentelemetry_sdk::Resource;
 
 /// Most bytes of a collector's answer that are read (OTLP answers are a
@@ -103,9 +105,52 @@ impl OtlpHttpExporter {
         request
     }
 
+    /// Sets the resource every request names: its attributes are encoded
+    /// once, here.
+    pub fn set_resource(&mut self, resource: &Resource) {
+        let mut encoded = Vec::new();
+        for (key, value) in resource.iter() {
+            put_message(&mut encoded, 1, key_value_len(key.as_str(), value), |out| {
+                put_key_value(out, key.as_str(), value);
+            });
+        }
+        self.resource = encoded;
+        self.resource_schema_url = resource.schema_url().unwrap_or_default().to_owned();
+    }
+
+    /// Writes an `ExportTraceServiceRequest`: the resource, and for each
+    /// scope the spans [`put_span_field`] wrote for it.
+    pub fn encode_request(&self, scopes: &[(&InstrumentationScope, &[u8])], out: &mut Vec<u8>) {
+        let scope_spans_len = |scope: &InstrumentationScope, spans: &[u8]| {
+            field_len(1, scope_len(scope))
+                + spans.len()
+                + string_len(3, scope.schema_url().unwrap_or_default())
+        };
+        let resource_spans_len = field_len(1, self.resource.len())
+            + scopes
+                .iter()
+                .map(|(scope, spans)| field_len(2, scope_spans_len(scope, spans)))
+                .sum::<usize>()
+            + string_len(3, &self.resource_schema_url);
+        out.reserve(field_len(1, resource_spans_len));
+        put_message(out, 1, resource_spans_len, |out| {
+            put_message(out, 1, self.resource.len(), |out| {
+                out.extend_from_slice(&self.resource);
+            });
+            for (scope, spans) in scopes {
+                put_message(out, 2, scope_spans_len(scope, spans), |out| {
+                    put_message(out, 1, scope_len(scope), |out| put_scope(out, scope));
+                    out.extend_from_slice(spans);
+                    put_string(out, 3, scope.schema_url().unwrap_or_default());
+                });
+            }
+            put_string(out, 3, &self.resource_schema_url);
+        });
+    }
+
     /// Posts one encoded request; keeps the connection for the next one
     /// when the collector answered.
-    async fn post(&self, body: Bytes) -> Result<(), String> {
+    pub async fn post(&self, body: Bytes) -> Result<(), String> {
         let kept = self
             .connection
             .lock()
@@ -158,28 +203,6 @@ impl OtlpHttpExporter {
     }
 }
 
-impl SpanExporter for OtlpHttpExporter {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let mut body = Vec::with_capacity(batch.len() * 320 + self.resource.len() + 64);
-        encode_request(&self.resource, &self.resource_schema_url, &batch, &mut body);
-        drop(batch);
-        self.post(Bytes::from(body))
-            .await
-            .map_err(OTelSdkError::InternalFailure)
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        let mut encoded = Vec::new();
-        for (key, value) in resource.iter() {
-            put_message(&mut encoded, 1, key_value_len(key.as_str(), value), |out| {
-                put_key_value(out, key.as_str(), value);
-            });
-        }
-        self.resource = encoded;
-        self.resource_schema_url = resource.schema_url().unwrap_or_default().to_owned();
-    }
-}
-
 // Protobuf wire types.
 const VARINT: u32 = 0;
 const FIXED64: u32 = 1;
@@ -191,56 +214,10 @@ const HAS_IS_REMOTE: u32 = 0x100;
 /// Span flags: the parent is remote (`SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK`).
 const IS_REMOTE: u32 = 0x200;
 
-/// Writes an `ExportTraceServiceRequest` holding `spans` under one
-/// resource (its encoded attributes), grouped by instrumentation scope.
-pub fn encode_request(
-    resource: &[u8],
-    resource_schema_url: &str,
-    spans: &[SpanData],
-    out: &mut Vec<u8>,
-) {
-    // Scopes in order of first appearance, each with its spans' indices.
-    let mut scopes: Vec<(&InstrumentationScope, Vec<usize>)> = Vec::new();
-    for (i, span) in spans.iter().enumerate() {
-        match scopes
-            .iter_mut()
-            .find(|(scope, _)| **scope == span.instrumentation_scope)
-        {
-            Some((_, members)) => members.push(i),
-            None => scopes.push((&span.instrumentation_scope, vec![i])),
-        }
-    }
-    let span_lens: Vec<usize> = spans.iter().map(span_len).collect();
-    let scope_spans_len = |scope: &InstrumentationScope, members: &[usize]| {
-        field_len(1, scope_len(scope))
-            + members
-                .iter()
-                .map(|&i| field_len(2, span_lens[i]))
-                .sum::<usize>()
-            + string_len(3, scope.schema_url().unwrap_or_default())
-    };
-    let resource_spans_len = field_len(1, resource.len())
-        + scopes
-            .iter()
-            .map(|(scope, members)| field_len(2, scope_spans_len(scope, members)))
-            .sum::<usize>()
-        + string_len(3, resource_schema_url);
-    out.reserve(field_len(1, resource_spans_len));
-    put_message(out, 1, resource_spans_len, |out| {
-        put_message(out, 1, resource.len(), |out| {
-            out.extend_from_slice(resource)
-        });
-        for (scope, members) in &scopes {
-            put_message(out, 2, scope_spans_len(scope, members), |out| {
-                put_message(out, 1, scope_len(scope), |out| put_scope(out, scope));
-                for &i in members {
-                    put_message(out, 2, span_lens[i], |out| put_span(out, &spans[i]));
-                }
-                put_string(out, 3, scope.schema_url().unwrap_or_default());
-            });
-        }
-        put_string(out, 3, resource_schema_url);
-    });
+/// Writes `span` as a `ScopeSpans.spans` field (number 2, length
+/// delimited): what [`OtlpHttpExporter::encode_request`] takes per scope.
+pub fn put_span_field(out: &mut Vec<u8>, span: &SpanData) {
+    put_message(out, 2, span_len(span), |out| put_span(out, span));
 }
 
 fn scope_len(scope: &InstrumentationScope) -> usize {
@@ -589,7 +566,7 @@ fn put_fixed32(out: &mut Vec<u8>, field: u32, v: u32) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::borrow::Cow;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
@@ -720,17 +697,33 @@ mod tests {
             .build()
     }
 
+    /// Encodes `spans` as the export queue does: each span once, into
+    /// its scope's bytes, then one request.
+    pub(crate) fn encode_with(exporter: &OtlpHttpExporter, spans: &[SpanData]) -> Vec<u8> {
+        let mut scopes: Vec<(&InstrumentationScope, Vec<u8>)> = Vec::new();
+        for span in spans {
+            let i = match scopes
+                .iter()
+                .position(|(s, _)| **s == span.instrumentation_scope)
+            {
+                Some(i) => i,
+                None => {
+                    scopes.push((&span.instrumentation_scope, Vec::new()));
+                    scopes.len() - 1
+                }
+            };
+            put_span_field(&mut scopes[i].1, span);
+        }
+        let parts: Vec<_> = scopes.iter().map(|(s, b)| (*s, b.as_slice())).collect();
+        let mut out = Vec::new();
+        exporter.encode_request(&parts, &mut out);
+        out
+    }
+
     fn encode(resource: &Resource, spans: &[SpanData]) -> Vec<u8> {
         let mut exporter = OtlpHttpExporter::new("http://127.0.0.1:1/v1/traces").unwrap();
         exporter.set_resource(resource);
-        let mut out = Vec::new();
-        encode_request(
-            &exporter.resource,
-            &exporter.resource_schema_url,
-            spans,
-            &mut out,
-        );
-        out
+        encode_with(&exporter, spans)
     }
 
     #[test]
@@ -788,99 +781,128 @@ mod tests {
         assert_eq!(exporter.authority, "collector:80");
     }
 
-    /// A collector on loopback answering `status`; counts requests and
-    /// connections, and closes each connection after one answer when
-    /// `close` is set (as a collector with a short idle timeout does).
-    async fn collector(
-        status: u16,
-        close: bool,
-    ) -> (
-        String,
-        Arc<AtomicUsize>,
-        Arc<AtomicUsize>,
-        Arc<Mutex<Vec<Bytes>>>,
-    ) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
-        let requests = Arc::new(AtomicUsize::new(0));
-        let connections = Arc::new(AtomicUsize::new(0));
-        let bodies = Arc::new(Mutex::new(Vec::new()));
-        let (r, c, b) = (requests.clone(), connections.clone(), bodies.clone());
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                c.fetch_add(1, Ordering::SeqCst);
-                let (r, b) = (r.clone(), b.clone());
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(
-                        move |request: Request<hyper::body::Incoming>| {
-                            let (r, b) = (r.clone(), b.clone());
-                            async move {
-                                assert_eq!(request.uri().path(), "/v1/traces");
-                                assert_eq!(
-                                    request.headers()[CONTENT_TYPE],
-                                    "application/x-protobuf"
-                                );
-                                let body = request.into_body().collect().await?.to_bytes();
-                                b.lock().unwrap().push(body);
-                                r.fetch_add(1, Ordering::SeqCst);
-                                let mut response =
-                                    hyper::Response::new(Full::new(Bytes::from_static(b"nope")));
-                                *response.status_mut() =
-                                    hyper::StatusCode::from_u16(status).unwrap();
-                                Ok::<_, hyper::Error>(response)
-                            }
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .keep_alive(!close)
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        (url, requests, connections, bodies)
+    /// A collector on loopback: counts requests and connections and keeps
+    /// the bodies.
+    pub(crate) struct Collector {
+        pub url: String,
+        pub requests: Arc<AtomicUsize>,
+        pub connections: Arc<AtomicUsize>,
+        pub bodies: Arc<Mutex<Vec<Bytes>>>,
+    }
+
+    impl Collector {
+        /// Answers `status`; closes each connection after one answer when
+        /// `close` is set (as a collector with a short idle timeout does);
+        /// never answers when `hang` is set.
+        pub(crate) async fn start(status: u16, close: bool, hang: bool) -> Self {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let collector = Self {
+                url: format!("http://{}/v1/traces", listener.local_addr().unwrap()),
+                requests: Arc::new(AtomicUsize::new(0)),
+                connections: Arc::new(AtomicUsize::new(0)),
+                bodies: Arc::new(Mutex::new(Vec::new())),
+            };
+            let (r, c, b) = (
+                collector.requests.clone(),
+                collector.connections.clone(),
+                collector.bodies.clone(),
+            );
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    let (r, b) = (r.clone(), b.clone());
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(
+                            move |request: Request<hyper::body::Incoming>| {
+                                let (r, b) = (r.clone(), b.clone());
+                                async move {
+                                    assert_eq!(request.uri().path(), "/v1/traces");
+                                    assert_eq!(
+                                        request.headers()[CONTENT_TYPE],
+                                        "application/x-protobuf"
+                                    );
+                                    if hang {
+                                        std::future::pending::<()>().await;
+                                    }
+                                    let body = request.into_body().collect().await?.to_bytes();
+                                    b.lock().unwrap().push(body);
+                                    r.fetch_add(1, Ordering::SeqCst);
+                                    let mut response = hyper::Response::new(Full::new(
+                                        Bytes::from_static(b"nope"),
+                                    ));
+                                    *response.status_mut() =
+                                        hyper::StatusCode::from_u16(status).unwrap();
+                                    Ok::<_, hyper::Error>(response)
+                                }
+                            },
+                        );
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .keep_alive(!close)
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            });
+            collector
+        }
+
+        /// The names of the spans received, in order.
+        pub(crate) fn span_names(&self) -> Vec<String> {
+            self.bodies
+                .lock()
+                .unwrap()
+                .iter()
+                .flat_map(|body| {
+                    let request = ExportTraceServiceRequest::decode(body.clone()).unwrap();
+                    request
+                        .resource_spans
+                        .into_iter()
+                        .flat_map(|r| r.scope_spans)
+                        .flat_map(|s| s.spans)
+                        .map(|s| s.name)
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        }
     }
 
     #[tokio::test]
     async fn posts_batches_over_one_kept_connection() {
-        let (url, requests, connections, bodies) = collector(200, false).await;
-        let mut exporter = OtlpHttpExporter::new(&url).unwrap();
+        let collector = Collector::start(200, false, false).await;
+        let mut exporter = OtlpHttpExporter::new(&collector.url).unwrap();
         exporter.set_resource(&resource());
         for _ in 0..3 {
-            exporter.export(spans()).await.expect("exported");
+            let body = encode_with(&exporter, &spans());
+            exporter.post(Bytes::from(body)).await.expect("exported");
         }
-        assert_eq!(requests.load(Ordering::SeqCst), 3);
-        assert_eq!(connections.load(Ordering::SeqCst), 1);
-        let first = ExportTraceServiceRequest::decode(bodies.lock().unwrap()[0].clone()).unwrap();
-        let spans_sent: usize = first.resource_spans[0]
-            .scope_spans
-            .iter()
-            .map(|s| s.spans.len())
-            .sum();
-        assert_eq!(spans_sent, spans().len());
+        assert_eq!(collector.requests.load(Ordering::SeqCst), 3);
+        assert_eq!(collector.connections.load(Ordering::SeqCst), 1);
+        assert_eq!(collector.span_names().len(), 3 * spans().len());
     }
 
     #[tokio::test]
     async fn a_connection_the_collector_closed_is_replaced() {
-        let (url, requests, connections, _) = collector(200, true).await;
-        let exporter = OtlpHttpExporter::new(&url).unwrap();
+        let collector = Collector::start(200, true, false).await;
+        let exporter = OtlpHttpExporter::new(&collector.url).unwrap();
         for _ in 0..3 {
-            exporter.export(spans()).await.expect("exported");
+            let body = encode_with(&exporter, &spans());
+            exporter.post(Bytes::from(body)).await.expect("exported");
             // Let the close reach the exporter's side, as an idle timeout would.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(requests.load(Ordering::SeqCst), 3);
-        assert_eq!(connections.load(Ordering::SeqCst), 3);
+        assert_eq!(collector.requests.load(Ordering::SeqCst), 3);
+        assert_eq!(collector.connections.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]
     async fn a_refusing_collector_is_an_error_naming_its_answer() {
-        let (url, _, _, _) = collector(503, false).await;
-        let exporter = OtlpHttpExporter::new(&url).unwrap();
-        let error = exporter.export(spans()).await.unwrap_err().to_string();
+        let collector = Collector::start(503, false, false).await;
+        let exporter = OtlpHttpExporter::new(&collector.url).unwrap();
+        let body = Bytes::from(encode_with(&exporter, &spans()));
+        let error = exporter.post(body.clone()).await.unwrap_err();
         assert!(error.contains("503") && error.contains("nope"), "{error}");
         let unreachable = OtlpHttpExporter::new("http://127.0.0.1:1/v1/traces").unwrap();
-        let error = unreachable.export(spans()).await.unwrap_err().to_string();
+        let error = unreachable.post(body).await.unwrap_err();
         assert!(error.contains("cannot connect to 127.0.0.1:1"), "{error}");
     }
 }
