@@ -7,7 +7,7 @@ use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
 use bytes::Bytes;
-use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::error::Category;
 use sluice_broker::{Acks, BrokerError};
 
@@ -31,6 +31,17 @@ pub fn decode_base64_at(text: &str, path: impl FnOnce() -> String) -> Result<Byt
     BASE64_IN
         .decode(text)
         .map(Bytes::from)
+        .map_err(|e| ApiError::unprocessable(format!("{}: invalid base64: {e}", path())))
+}
+
+/// Decodes base64 `text` onto the end of `out`.
+pub fn decode_base64_into(
+    text: &str,
+    out: &mut Vec<u8>,
+    path: impl FnOnce() -> String,
+) -> Result<(), ApiError> {
+    BASE64_IN
+        .decode_vec(text, out)
         .map_err(|e| ApiError::unprocessable(format!("{}: invalid base64: {e}", path())))
 }
 
@@ -172,7 +183,7 @@ pub async fn read_body(request: Request, limit: usize) -> Result<Bytes, ApiError
 
 /// Parses a JSON object body: bad syntax is a 400 with serde_json's line
 /// and column, the wrong shape a 422 naming the path to the offending field.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
     // Most bodies are valid: read them without tracking paths, and read
     // again with tracking only to explain a failure. (serde would accept
     // a struct written as an array; bodies here are objects.)

@@ -6,6 +6,7 @@
 //! token as it is read instead. It reads through serde's visitor, so
 //! serde_json's depth limit still guards against deeply nested input.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -36,39 +37,42 @@ impl<'de> Deserialize<'de> for CompactJson {
 }
 
 /// A produced key or value as the body gave it: a JSON string kept as its
-/// text (what the binary format decodes as base64, with no transcoding),
-/// or any other JSON value as compact text.
+/// text (what the binary format decodes as base64, with no transcoding;
+/// borrowed from the body when it has no escapes), or any other JSON value
+/// as compact text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Embedded {
+pub enum Embedded<'a> {
     /// A JSON string's contents, unescaped.
-    Str(String),
+    Str(Cow<'a, str>),
     /// Any other JSON value, compact.
     Other(CompactJson),
 }
 
-impl Embedded {
-    /// The value as compact JSON text.
-    pub fn into_json(self) -> Vec<u8> {
+impl Embedded<'_> {
+    /// Appends the value as compact JSON text to `out`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
         match self {
-            // Serializing a string cannot fail.
-            Self::Str(text) => serde_json::to_vec(&text).unwrap_or_default(),
-            Self::Other(json) => json.0,
+            // Serializing a string into a Vec cannot fail.
+            Self::Str(text) => {
+                let _ = serde_json::to_writer(&mut *out, text.as_ref());
+            }
+            Self::Other(json) => out.extend_from_slice(&json.0),
         }
     }
 }
 
-impl<'de> Deserialize<'de> for Embedded {
+impl<'de: 'a, 'a> Deserialize<'de> for Embedded<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(EmbeddedVisitor)
+        deserializer.deserialize_any(EmbeddedVisitor(std::marker::PhantomData))
     }
 }
 
-struct EmbeddedVisitor;
+struct EmbeddedVisitor<'a>(std::marker::PhantomData<&'a ()>);
 
 /// Strings are kept; everything else goes to a [`Writer`].
 macro_rules! other {
     ($name:ident, $t:ty) => {
-        fn $name<E: serde::de::Error>(self, v: $t) -> Result<Embedded, E> {
+        fn $name<E: serde::de::Error>(self, v: $t) -> Result<Embedded<'a>, E> {
             let mut out = Vec::new();
             Writer(&mut out).$name(v)?;
             Ok(Embedded::Other(CompactJson(out)))
@@ -76,19 +80,23 @@ macro_rules! other {
     };
 }
 
-impl<'de> Visitor<'de> for EmbeddedVisitor {
-    type Value = Embedded;
+impl<'de: 'a, 'a> Visitor<'de> for EmbeddedVisitor<'a> {
+    type Value = Embedded<'a>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
     }
 
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Embedded, E> {
-        Ok(Embedded::Str(v.to_owned()))
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Embedded<'a>, E> {
+        Ok(Embedded::Str(Cow::Borrowed(v)))
     }
 
-    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Embedded, E> {
-        Ok(Embedded::Str(v))
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Embedded<'a>, E> {
+        Ok(Embedded::Str(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Embedded<'a>, E> {
+        Ok(Embedded::Str(Cow::Owned(v)))
     }
 
     other!(visit_bool, bool);
@@ -96,17 +104,17 @@ impl<'de> Visitor<'de> for EmbeddedVisitor {
     other!(visit_u64, u64);
     other!(visit_f64, f64);
 
-    fn visit_unit<E: serde::de::Error>(self) -> Result<Embedded, E> {
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Embedded<'a>, E> {
         Ok(Embedded::Other(CompactJson(b"null".to_vec())))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Embedded, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Embedded<'a>, A::Error> {
         let mut out = Vec::new();
         Writer(&mut out).visit_seq(seq)?;
         Ok(Embedded::Other(CompactJson(out)))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Embedded, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Embedded<'a>, A::Error> {
         let mut out = Vec::new();
         Writer(&mut out).visit_map(map)?;
         Ok(Embedded::Other(CompactJson(out)))
