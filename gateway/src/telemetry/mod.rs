@@ -22,9 +22,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use opentelemetry::trace::{SpanBuilder, SpanKind, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::{
+    SpanBuilder, SpanKind, TraceContextExt as _, Tracer as _, TracerProvider as _,
+};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    IdGenerator as _, RandomIdGenerator, Sampler, SdkTracer, SdkTracerProvider,
+};
 use opentelemetry_sdk::Resource;
 use sluice_config::{ClusterKind, Config};
 
@@ -113,6 +117,22 @@ struct Tracing {
     tracer: SdkTracer,
     provider: SdkTracerProvider,
     queue: export::ExportQueue,
+    /// Share of new traces recorded.
+    sampling_ratio: f64,
+}
+
+impl Tracing {
+    /// Whether a span without a parent starts a recorded trace.
+    fn sample_root(&self) -> bool {
+        if self.sampling_ratio >= 1.0 {
+            return true;
+        }
+        if self.sampling_ratio <= 0.0 {
+            return false;
+        }
+        let draw = u64::from_be_bytes(RandomIdGenerator::default().new_span_id().to_bytes());
+        (draw as f64) < self.sampling_ratio * u64::MAX as f64
+    }
 }
 
 /// What handlers need to trace and count; one per gateway.
@@ -175,9 +195,13 @@ impl Telemetry {
         self.prometheus.map(|h| h.render()).unwrap_or_default()
     }
 
-    /// Starts a span under `parent` if tracing is on and the sampler keeps
-    /// it. Unsampled spans cost no allocation: the caller names the span
-    /// and adds attributes only to the span this returns.
+    /// Starts a span under `parent` if tracing is on and the span is
+    /// sampled: parent-based (a sampled parent is followed, an unsampled one
+    /// is not), and a new trace with probability `sampling_ratio`.
+    ///
+    /// The decision comes first: an unsampled span is never built (no ids
+    /// drawn, no span record), and costs no allocation; the caller names
+    /// the span and adds attributes only to the span this returns.
     pub fn start_span(
         &self,
         name: &'static str,
@@ -185,6 +209,16 @@ impl Telemetry {
         parent: &Context,
     ) -> Option<opentelemetry_sdk::trace::Span> {
         let tracing = self.tracing.as_ref()?;
+        let remote = parent.span();
+        let parent_ids = remote.span_context();
+        let sampled = if parent_ids.is_valid() {
+            parent_ids.is_sampled()
+        } else {
+            tracing.sample_root()
+        };
+        if !sampled {
+            return None;
+        }
         let span = tracing
             .tracer
             .build_with_context(SpanBuilder::from_name(name).with_kind(kind), parent);
@@ -253,10 +287,10 @@ fn start_tracing(config: &Config, url: &str) -> anyhow::Result<Tracing> {
         },
     )
     .context("tracing: cannot start the span export thread")?;
+    // Which spans are sampled is decided before they are built
+    // (`Telemetry::start_span`); the spans built are all recorded.
     let provider = SdkTracerProvider::builder()
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            t.sampling_ratio,
-        ))))
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
         .with_span_processor(processor)
         .with_resource(resource)
         .build();
@@ -270,6 +304,7 @@ fn start_tracing(config: &Config, url: &str) -> anyhow::Result<Tracing> {
         tracer,
         provider,
         queue,
+        sampling_ratio: t.sampling_ratio,
     })
 }
 
@@ -289,5 +324,73 @@ impl GaugeGuard {
 impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.0.decrement(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+
+    use super::*;
+
+    fn traced(ratio: f64) -> Arc<Telemetry> {
+        let mut config = Config::default();
+        // Nothing listens there: spans are dropped as failed exports.
+        config.tracing.otlp_endpoint = Some("http://127.0.0.1:1".into());
+        config.tracing.sampling_ratio = ratio;
+        Telemetry::start(&config).unwrap()
+    }
+
+    fn parent(sampled: bool) -> Context {
+        let flags = if sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        Context::new().with_remote_span_context(SpanContext::new(
+            TraceId::from(7),
+            SpanId::from(9),
+            flags,
+            true,
+            TraceState::default(),
+        ))
+    }
+
+    #[tokio::test]
+    async fn the_parents_decision_is_followed() {
+        let never = traced(0.0);
+        let span = never
+            .start_span("s", SpanKind::Server, &parent(true))
+            .expect("a sampled parent is followed at ratio 0");
+        assert_eq!(
+            opentelemetry::trace::Span::span_context(&span).trace_id(),
+            TraceId::from(7)
+        );
+        assert!(never
+            .start_span("s", SpanKind::Server, &Context::new())
+            .is_none());
+        let always = traced(1.0);
+        assert!(always
+            .start_span("s", SpanKind::Server, &parent(false))
+            .is_none());
+        assert!(always
+            .start_span("s", SpanKind::Server, &Context::new())
+            .is_some());
+    }
+
+    #[tokio::test]
+    async fn new_traces_are_sampled_at_the_ratio() {
+        let quarter = traced(0.25);
+        let n = 20_000;
+        let sampled = (0..n)
+            .filter(|_| {
+                quarter
+                    .start_span("s", SpanKind::Server, &Context::new())
+                    .is_some()
+            })
+            .count();
+        // 0.25 ± 0.02 is more than six standard deviations wide.
+        let share = sampled as f64 / n as f64;
+        assert!((0.23..=0.27).contains(&share), "{share}");
     }
 }
