@@ -117,15 +117,21 @@ where
         let method = method_label(request.method());
 
         let parent = propagation::context_from_headers(request.headers());
-        let span = telemetry.start_span("HTTP", SpanKind::Server, &parent);
+        let span = telemetry.start_span(SpanKind::Server, &parent, || {
+            let mut name = String::with_capacity(method.len() + 1 + route_label.len());
+            name.push_str(method);
+            name.push(' ');
+            name.push_str(route_label);
+            let mut attributes = Vec::with_capacity(5);
+            attributes.extend([
+                KeyValue::new("http.request.method", method),
+                KeyValue::new("http.route", route_label.to_owned()),
+                KeyValue::new("url.path", request.uri().path().to_owned()),
+            ]);
+            (name, attributes)
+        });
         let (context, log_span) = match span {
-            Some(mut span) => {
-                span.update_name(format!("{method} {route_label}"));
-                span.set_attributes([
-                    KeyValue::new("http.request.method", method),
-                    KeyValue::new("http.route", route_label.to_owned()),
-                    KeyValue::new("url.path", request.uri().path().to_owned()),
-                ]);
+            Some(span) => {
                 let ids = span.span_context().clone();
                 let log_span = tracing::info_span!(
                     "request",

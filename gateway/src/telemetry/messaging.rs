@@ -66,9 +66,9 @@ pub async fn produce(
 ) -> Result<Produced, FederationError> {
     let count = records.len();
     let bytes: usize = records.iter().map(ProduceRecord::size_bytes).sum();
-    let mut span = state
-        .telemetry
-        .start_span("send", SpanKind::Producer, parent);
+    let mut span = state.telemetry.start_span(SpanKind::Producer, parent, || {
+        send_span(topic, protocol, count)
+    });
     if let Some(span) = &span {
         // Sampled: the consumers continue this span's trace.
         propagation::inject(&mut records, span.span_context());
@@ -91,20 +91,10 @@ pub async fn produce(
             }
             if let Some(span) = &mut span {
                 let system = metrics.map_or(super::EMBEDDED_MESSAGING_SYSTEM, |m| m.system);
-                span.update_name(format!("send {topic}"));
-                let mut attributes = vec![
-                    KeyValue::new("messaging.system", system),
-                    KeyValue::new("messaging.destination.name", topic.to_owned()),
-                    KeyValue::new("messaging.operation.type", "send"),
-                    KeyValue::new("messaging.operation.name", "send"),
-                    KeyValue::new(PLACEMENT_EPOCH, i64::from(produced.epoch)),
-                    KeyValue::new(PROTOCOL, protocol),
-                ];
+                span.set_attribute(KeyValue::new("messaging.system", system));
+                span.set_attribute(KeyValue::new(PLACEMENT_EPOCH, i64::from(produced.epoch)));
                 if let Some(cluster) = cluster {
-                    attributes.push(KeyValue::new(CLUSTER_NAME, cluster));
-                }
-                if count > 1 {
-                    attributes.push(KeyValue::new("messaging.batch.message_count", count as i64));
+                    span.set_attribute(KeyValue::new(CLUSTER_NAME, cluster));
                 }
                 let first = produced.offsets.first();
                 if let Some(first) = first {
@@ -113,7 +103,7 @@ pub async fn produce(
                         .iter()
                         .all(|o| o.partition == first.partition)
                     {
-                        attributes.push(KeyValue::new(
+                        span.set_attribute(KeyValue::new(
                             "messaging.destination.partition.id",
                             first.partition.to_string(),
                         ));
@@ -122,21 +112,15 @@ pub async fn produce(
                 // An offset names one record: only for a batch of one.
                 if let [only] = produced.offsets.as_slice() {
                     if let Some(offset) = only.offset {
-                        attributes.push(KeyValue::new("messaging.kafka.offset", offset as i64));
+                        span.set_attribute(KeyValue::new("messaging.kafka.offset", offset as i64));
                     }
                 }
-                span.set_attributes(attributes);
             }
         }
         Err(error) => {
             metrics::counter!(PRODUCE_ERRORS_TOTAL, LABEL_PROTOCOL => protocol).increment(1);
             if let Some(span) = &mut span {
-                span.update_name(format!("send {topic}"));
-                span.set_attributes([
-                    KeyValue::new("messaging.destination.name", topic.to_owned()),
-                    KeyValue::new("messaging.operation.type", "send"),
-                    KeyValue::new("error.type", error_type(error)),
-                ]);
+                span.set_attribute(KeyValue::new("error.type", error_type(error)));
                 span.set_status(Status::error(error.to_string()));
             }
         }
@@ -145,6 +129,31 @@ pub async fn produce(
         span.end();
     }
     produced
+}
+
+/// `{prefix} {topic}`, the name of a send or deliver span.
+fn span_name(prefix: &str, topic: &str) -> String {
+    let mut name = String::with_capacity(prefix.len() + 1 + topic.len());
+    name.push_str(prefix);
+    name.push(' ');
+    name.push_str(topic);
+    name
+}
+
+/// The name and the attributes known before a produce, with room for
+/// those added after it.
+fn send_span(topic: &str, protocol: &'static str, count: usize) -> (String, Vec<KeyValue>) {
+    let mut attributes = Vec::with_capacity(10);
+    attributes.extend([
+        KeyValue::new("messaging.destination.name", topic.to_owned()),
+        KeyValue::new("messaging.operation.type", "send"),
+        KeyValue::new("messaging.operation.name", "send"),
+        KeyValue::new(PROTOCOL, protocol),
+    ]);
+    if count > 1 {
+        attributes.push(KeyValue::new("messaging.batch.message_count", count as i64));
+    }
+    (span_name("send", topic), attributes)
 }
 
 fn error_type(error: &FederationError) -> &'static str {
@@ -198,31 +207,32 @@ impl Delivery<'_> {
             Some(producer) => Context::new().with_remote_span_context(producer.clone()),
             None => Context::new(),
         };
-        let mut span = telemetry.start_span("deliver", SpanKind::Consumer, &parent)?;
-        span.update_name(format!("deliver {}", self.topic));
-        let system = telemetry
-            .cluster(cluster)
-            .map_or(super::EMBEDDED_MESSAGING_SYSTEM, |m| m.system);
-        let mut attributes = vec![
-            KeyValue::new("messaging.system", system),
-            KeyValue::new("messaging.destination.name", self.topic.to_owned()),
-            KeyValue::new(
-                "messaging.destination.partition.id",
-                record.partition.to_string(),
-            ),
-            KeyValue::new("messaging.kafka.offset", record.offset as i64),
-            KeyValue::new("messaging.operation.type", "receive"),
-            KeyValue::new("messaging.operation.name", "deliver"),
-            KeyValue::new(CLUSTER_NAME, cluster.to_owned()),
-            KeyValue::new(PROTOCOL, self.protocol),
-        ];
-        if let Some(group) = self.group {
-            attributes.push(KeyValue::new(
-                "messaging.consumer.group.name",
-                group.to_owned(),
-            ));
-        }
-        span.set_attributes(attributes);
+        let mut span = telemetry.start_span(SpanKind::Consumer, &parent, || {
+            let system = telemetry
+                .cluster(cluster)
+                .map_or(super::EMBEDDED_MESSAGING_SYSTEM, |m| m.system);
+            let mut attributes = Vec::with_capacity(9);
+            attributes.extend([
+                KeyValue::new("messaging.system", system),
+                KeyValue::new("messaging.destination.name", self.topic.to_owned()),
+                KeyValue::new(
+                    "messaging.destination.partition.id",
+                    record.partition.to_string(),
+                ),
+                KeyValue::new("messaging.kafka.offset", record.offset as i64),
+                KeyValue::new("messaging.operation.type", "receive"),
+                KeyValue::new("messaging.operation.name", "deliver"),
+                KeyValue::new(CLUSTER_NAME, cluster.to_owned()),
+                KeyValue::new(PROTOCOL, self.protocol),
+            ]);
+            if let Some(group) = self.group {
+                attributes.push(KeyValue::new(
+                    "messaging.consumer.group.name",
+                    group.to_owned(),
+                ));
+            }
+            (span_name("deliver", self.topic), attributes)
+        })?;
         if let Some(producer) = producer {
             span.add_link(producer, Vec::new());
         }

@@ -200,13 +200,14 @@ impl Telemetry {
     /// is not), and a new trace with probability `sampling_ratio`.
     ///
     /// The decision comes first: an unsampled span is never built (no ids
-    /// drawn, no span record), and costs no allocation; the caller names
-    /// the span and adds attributes only to the span this returns.
+    /// drawn, no span record) and costs no allocation; `describe` gives the
+    /// name and first attributes of a sampled one (its `Vec` should have
+    /// room for the attributes added later).
     pub fn start_span(
         &self,
-        name: &'static str,
         kind: SpanKind,
         parent: &Context,
+        describe: impl FnOnce() -> (String, Vec<KeyValue>),
     ) -> Option<opentelemetry_sdk::trace::Span> {
         let tracing = self.tracing.as_ref()?;
         let remote = parent.span();
@@ -219,9 +220,13 @@ impl Telemetry {
         if !sampled {
             return None;
         }
-        let span = tracing
-            .tracer
-            .build_with_context(SpanBuilder::from_name(name).with_kind(kind), parent);
+        let (name, attributes) = describe();
+        let span = tracing.tracer.build_with_context(
+            SpanBuilder::from_name(name)
+                .with_kind(kind)
+                .with_attributes(attributes),
+            parent,
+        );
         opentelemetry::trace::Span::is_recording(&span).then_some(span)
     }
 
@@ -341,6 +346,10 @@ mod tests {
         Telemetry::start(&config).unwrap()
     }
 
+    fn describe() -> (String, Vec<KeyValue>) {
+        ("s".into(), Vec::new())
+    }
+
     fn parent(sampled: bool) -> Context {
         let flags = if sampled {
             TraceFlags::SAMPLED
@@ -360,21 +369,21 @@ mod tests {
     async fn the_parents_decision_is_followed() {
         let never = traced(0.0);
         let span = never
-            .start_span("s", SpanKind::Server, &parent(true))
+            .start_span(SpanKind::Server, &parent(true), describe)
             .expect("a sampled parent is followed at ratio 0");
         assert_eq!(
             opentelemetry::trace::Span::span_context(&span).trace_id(),
             TraceId::from(7)
         );
         assert!(never
-            .start_span("s", SpanKind::Server, &Context::new())
+            .start_span(SpanKind::Server, &Context::new(), describe)
             .is_none());
         let always = traced(1.0);
         assert!(always
-            .start_span("s", SpanKind::Server, &parent(false))
+            .start_span(SpanKind::Server, &parent(false), describe)
             .is_none());
         assert!(always
-            .start_span("s", SpanKind::Server, &Context::new())
+            .start_span(SpanKind::Server, &Context::new(), describe)
             .is_some());
     }
 
@@ -385,7 +394,7 @@ mod tests {
         let sampled = (0..n)
             .filter(|_| {
                 quarter
-                    .start_span("s", SpanKind::Server, &Context::new())
+                    .start_span(SpanKind::Server, &Context::new(), describe)
                     .is_some()
             })
             .count();
