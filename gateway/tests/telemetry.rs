@@ -455,6 +455,61 @@ async fn unsampled_produces_write_no_header_and_sse_deliveries_follow_the_produc
     gw.stop().await;
 }
 
+#[tokio::test]
+async fn a_clients_unsampled_trace_is_followed_even_when_every_new_trace_is_recorded() {
+    let collector = Collector::start().await;
+    let gw = TestGateway::start_with(|c| {
+        c.tracing.otlp_endpoint = Some(collector.url.clone());
+        c.tracing.sampling_ratio = 1.0;
+    })
+    .await;
+    let topic = "declined";
+    gw.create_topic(topic, 1).await;
+    for traceparent in [Some(format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-00")), None] {
+        let mut request = gw
+            .client
+            .post(format!("{}/topics/{topic}", gw.url))
+            .header("Content-Type", BINARY)
+            .json(&json!({"records": [{"value": b64("v")}]}));
+        if let Some(tp) = traceparent {
+            request = request.header("traceparent", tp);
+        }
+        assert_eq!(request.send().await.unwrap().status(), 200);
+    }
+    let records: Vec<Value> = common::get_json(
+        &gw.client,
+        format!("{}/topics/{topic}/partitions/0/records", gw.url),
+    )
+    .await;
+    assert_eq!(records.len(), 2);
+    assert_eq!(
+        header(&records[0], "traceparent"),
+        None,
+        "the client declined the trace: no header"
+    );
+    // The new trace of the second produce is recorded (ratio 1).
+    let (trace, _) = ids(&header(&records[1], "traceparent").expect("a new, sampled trace"));
+    assert_ne!(trace, CLIENT_TRACE);
+    gw.gateway().telemetry().flush().await;
+    let spans = collector
+        .wait_for(PATIENCE, "the second produce's spans", |s| {
+            s.iter().any(|s| s.kind == KIND_PRODUCER)
+        })
+        .await;
+    // Nothing of the declined trace was recorded; the new one was.
+    assert!(
+        spans.iter().all(|s| s.trace_id != CLIENT_TRACE),
+        "{spans:#?}"
+    );
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.kind == KIND_PRODUCER && s.trace_id == trace),
+        "{spans:#?}"
+    );
+    gw.stop().await;
+}
+
 /// The value of the sample of `name` whose labels include every one of
 /// `labels`; `None` when there is none.
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {

@@ -133,20 +133,14 @@ async fn produce(
     let topic = path.topic()?;
     let format = media::produce_format(&headers)?;
     let acks = query.acks(state.config.gateway.default_acks)?;
+    let parent = crate::telemetry::http::request_parent(request.extensions());
     let body = read_body(request, state.config.listener.max_body_bytes).await?;
     let records = {
         let body: ProduceBody = parse_json(&body)?;
         to_records(body, format, url_partition)?
     };
-    let produced = messaging::produce(
-        &state,
-        topic,
-        records,
-        acks,
-        &opentelemetry::Context::current(),
-        messaging::REST,
-    )
-    .await?;
+    let produced =
+        messaging::produce(&state, topic, records, acks, &parent, messaging::REST).await?;
     Ok((
         [(header::CONTENT_TYPE, media::KAFKA_V2)],
         produce_response(&produced.offsets),

@@ -82,6 +82,7 @@ pub async fn produce(
     let topic = path.topic()?;
     media::require_json(&headers)?;
     let acks = query.acks(state.config.gateway.default_acks)?;
+    let parent = crate::telemetry::http::request_parent(request.extensions());
     let body = read_body(request, state.config.listener.max_body_bytes).await?;
     let body: RecordIn = parse_json(&body)?;
 
@@ -94,18 +95,11 @@ pub async fn produce(
         headers: decode_headers(body.headers.unwrap_or_default(), "headers")?,
         timestamp_ms: body.timestamp.map(parse_timestamp).transpose()?,
     };
-    let produced = messaging::produce(
-        &state,
-        topic,
-        vec![record],
-        acks,
-        &opentelemetry::Context::current(),
-        messaging::REST,
-    )
-    .await?
-    .offsets
-    .pop()
-    .ok_or_else(|| ApiError::internal(&"cluster returned no offset for one record"))?;
+    let produced = messaging::produce(&state, topic, vec![record], acks, &parent, messaging::REST)
+        .await?
+        .offsets
+        .pop()
+        .ok_or_else(|| ApiError::internal(&"cluster returned no offset for one record"))?;
     let size = |d: Data| SizeOut {
         kind: d.kind,
         size: d.bytes.len(),

@@ -20,8 +20,8 @@ use std::time::Instant;
 
 use axum::extract::MatchedPath;
 use axum::http::{Method, Request, Response};
-use opentelemetry::trace::{FutureExt as _, Span as _, SpanKind, Status, TraceContextExt};
-use opentelemetry::KeyValue;
+use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt};
+use opentelemetry::{Context, KeyValue};
 use tower::{Layer, Service};
 use tracing::Instrument as _;
 
@@ -36,6 +36,20 @@ use super::Telemetry;
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
 /// Traces and measures every request of the service it wraps.
+/// The trace context a request's handler produces under, put into the
+/// request's extensions by [`HttpTrace`]: the server span's context, or a
+/// client's unsampled trace.
+#[derive(Clone, Debug)]
+pub struct RequestContext(pub Context);
+
+/// The parent of the spans a handler starts: the request's context, or
+/// none (a new trace, sampled at the configured ratio).
+pub fn request_parent(extensions: &axum::http::Extensions) -> Context {
+    extensions
+        .get::<RequestContext>()
+        .map_or_else(Context::new, |c| c.0.clone())
+}
+
 #[derive(Clone)]
 pub struct HttpTraceLayer {
     telemetry: Arc<Telemetry>,
@@ -106,7 +120,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let started = Instant::now();
         // The clone that was polled ready serves this request.
         let clone = self.inner.clone();
@@ -140,13 +154,24 @@ where
                     trace_id = %ids.trace_id(),
                     span_id = %ids.span_id(),
                 );
-                (Some(parent.with_span(span)), log_span)
+                let context = parent.with_span(span);
+                request
+                    .extensions_mut()
+                    .insert(RequestContext(context.clone()));
+                (Some(context), log_span)
             }
             None => {
                 // Not recorded here, but the client's trace id still
                 // correlates the log lines.
                 let remote = parent.span();
                 let ids = remote.span_context();
+                if ids.is_valid() {
+                    // The client's unsampled trace: the handler's spans
+                    // follow its decision.
+                    request
+                        .extensions_mut()
+                        .insert(RequestContext(parent.clone()));
+                }
                 let log_span = if ids.is_valid() {
                     tracing::info_span!(
                         "request",
@@ -166,16 +191,10 @@ where
         };
         let route_label = route_label.to_owned();
         Box::pin(async move {
-            let response = match &context {
-                Some(context) => {
-                    inner
-                        .call(request)
-                        .with_context(context.clone())
-                        .instrument(log_span)
-                        .await
-                }
-                None => inner.call(request).instrument(log_span).await,
-            };
+            // The handler finds the context in the request's extensions
+            // (`request_parent`): attaching it as the current context would
+            // cost a thread-local push and pop on every poll of the request.
+            let response = inner.call(request).instrument(log_span).await;
             let Ok(response) = response;
             let status = response.status().as_u16();
             if let Some(context) = context {
