@@ -379,6 +379,28 @@ async fn sse_records(response: &mut reqwest::Response, n: usize) -> Vec<Value> {
     out
 }
 
+/// Produces one record over REST, with the client's `traceparent` if given.
+async fn produce_one(gw: &TestGateway, topic: &str, value: &str, traceparent: Option<String>) {
+    let mut request = gw
+        .client
+        .post(format!("{}/topics/{topic}", gw.url))
+        .header("Content-Type", BINARY)
+        .json(&json!({"records": [{"value": b64(value)}]}));
+    if let Some(tp) = traceparent {
+        request = request.header("traceparent", tp);
+    }
+    assert_eq!(request.send().await.unwrap().status(), 200);
+}
+
+/// The records of partition 0 of `topic`, read back over REST.
+async fn stored(gw: &TestGateway, topic: &str) -> Vec<Value> {
+    common::get_json(
+        &gw.client,
+        format!("{}/topics/{topic}/partitions/0/records", gw.url),
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsampled_produces_write_no_header_and_sse_deliveries_follow_the_producer() {
     let collector = Collector::start().await;
@@ -391,27 +413,9 @@ async fn unsampled_produces_write_no_header_and_sse_deliveries_follow_the_produc
     .await;
     let topic = "sampled";
     gw.create_topic(topic, 1).await;
-    let produce = |value: &'static str, traceparent: Option<String>| {
-        let mut request = gw
-            .client
-            .post(format!("{}/topics/{topic}", gw.url))
-            .header("Content-Type", BINARY)
-            .json(&json!({"records": [{"value": b64(value)}]}));
-        if let Some(tp) = traceparent {
-            request = request.header("traceparent", tp);
-        }
-        async move {
-            let reply = request.send().await.unwrap();
-            assert_eq!(reply.status(), 200);
-        }
-    };
-    produce("untraced", None).await;
-    produce("traced", Some(client_traceparent())).await;
-    let records: Vec<Value> = common::get_json(
-        &gw.client,
-        format!("{}/topics/{topic}/partitions/0/records", gw.url),
-    )
-    .await;
+    produce_one(&gw, topic, "untraced", None).await;
+    produce_one(&gw, topic, "traced", Some(client_traceparent())).await;
+    let records = stored(&gw, topic).await;
     assert_eq!(records.len(), 2);
     assert_eq!(
         header(&records[0], "traceparent"),
@@ -465,22 +469,10 @@ async fn a_clients_unsampled_trace_is_followed_even_when_every_new_trace_is_reco
     .await;
     let topic = "declined";
     gw.create_topic(topic, 1).await;
-    for traceparent in [Some(format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-00")), None] {
-        let mut request = gw
-            .client
-            .post(format!("{}/topics/{topic}", gw.url))
-            .header("Content-Type", BINARY)
-            .json(&json!({"records": [{"value": b64("v")}]}));
-        if let Some(tp) = traceparent {
-            request = request.header("traceparent", tp);
-        }
-        assert_eq!(request.send().await.unwrap().status(), 200);
-    }
-    let records: Vec<Value> = common::get_json(
-        &gw.client,
-        format!("{}/topics/{topic}/partitions/0/records", gw.url),
-    )
-    .await;
+    let declined = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-00");
+    produce_one(&gw, topic, "declined", Some(declined)).await;
+    produce_one(&gw, topic, "new", None).await;
+    let records = stored(&gw, topic).await;
     assert_eq!(records.len(), 2);
     assert_eq!(
         header(&records[0], "traceparent"),
