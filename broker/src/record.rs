@@ -1,5 +1,7 @@
 //! Records as produced and as read.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 
 pub use sluice_config::Acks;
@@ -7,8 +9,9 @@ pub use sluice_config::Acks;
 /// A record header: a name and opaque bytes, as in Kafka.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    /// Header name (UTF-8).
-    pub name: String,
+    /// Header name (UTF-8). Borrowed for the names Sluice writes itself
+    /// (`traceparent` on every traced record), so they cost no allocation.
+    pub name: Cow<'static, str>,
     /// Header value.
     pub value: Bytes,
 }

@@ -107,7 +107,7 @@ fn record(key: Option<&str>, value: &str) -> ProduceRecord {
 
 fn header(name: &str, value: &[u8]) -> Header {
     Header {
-        name: name.to_owned(),
+        name: name.to_owned().into(),
         value: Bytes::copy_from_slice(value),
     }
 }
@@ -971,7 +971,7 @@ async fn kafka_records_are_in_the_broker_as_an_independent_client_reads_them() {
         let headers: Vec<(String, Option<Vec<u8>>)> = record
             .headers
             .iter()
-            .map(|h| (h.name.clone(), Some(h.value.to_vec())))
+            .map(|h| (h.name.to_string(), Some(h.value.to_vec())))
             .collect();
         assert_eq!(found.headers, headers);
     }

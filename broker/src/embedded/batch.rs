@@ -401,7 +401,7 @@ pub fn materialize(batch: &Bytes, raw: &RawRecord, partition: u32) -> Result<Rec
             .ok_or(OUT_OF_BOUNDS)?;
         let base = raw.headers.start;
         headers.push(Header {
-            name,
+            name: name.into(),
             value: batch.slice(base + value_at..base + value_end),
         });
         at = value_end;

@@ -534,7 +534,7 @@ fn to_record(message: &BorrowedMessage<'_>, partition: u32) -> Option<Record> {
         .map(|hs| {
             hs.iter()
                 .map(|h| Header {
-                    name: h.key.to_owned(),
+                    name: h.key.to_owned().into(),
                     value: h.value.map(Bytes::copy_from_slice).unwrap_or_default(),
                 })
                 .collect()

@@ -64,7 +64,7 @@ pub fn decode_headers(headers: Vec<HeaderIn>, path: &str) -> Result<Vec<Header>,
                 None => bytes::Bytes::new(),
             };
             Ok(Header {
-                name: h.name,
+                name: h.name.into(),
                 value,
             })
         })

@@ -4,6 +4,7 @@
 //! Parsing and formatting work on bytes without allocating, because both
 //! run per record on the delivery path and the produce path.
 
+use std::borrow::Cow;
 use std::str::FromStr;
 
 use axum::http::HeaderMap;
@@ -143,14 +144,19 @@ pub fn inject(records: &mut [ProduceRecord], context: &SpanContext) {
         if record.headers.iter().any(|h| h.name == TRACEPARENT) {
             continue;
         }
+        // Names are borrowed and the value shared: a header list of the
+        // right size is the only allocation per record.
+        record
+            .headers
+            .reserve_exact(1 + usize::from(tracestate.is_some()));
         record.headers.push(Header {
-            name: TRACEPARENT.to_owned(),
+            name: Cow::Borrowed(TRACEPARENT),
             value: traceparent.clone(),
         });
         if let Some(tracestate) = &tracestate {
             if !record.headers.iter().any(|h| h.name == TRACESTATE) {
                 record.headers.push(Header {
-                    name: TRACESTATE.to_owned(),
+                    name: Cow::Borrowed(TRACESTATE),
                     value: tracestate.clone(),
                 });
             }

@@ -554,7 +554,7 @@ impl RecordIn {
                         None => bytes::Bytes::new(),
                     };
                     Ok(Header {
-                        name: h.name,
+                        name: h.name.into(),
                         value,
                     })
                 })

@@ -52,7 +52,7 @@ impl Plain {
         self.headers
             .iter()
             .map(|(name, value)| Header {
-                name: name.clone(),
+                name: name.clone().into(),
                 value: Bytes::copy_from_slice(value),
             })
             .collect()
