@@ -1095,3 +1095,29 @@ async fn kafka_readers_are_reused_while_tailing_and_bounded() {
     }
     assert!(cluster.open_readers() <= sluice_broker::kafka::reader::DEFAULT_MAX_READERS);
 }
+
+/// librdkafka's queue holds 10 messages here: a produce of 300 records
+/// fills it again and again, and waits for room each time; every record is
+/// acknowledged, in call order, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_produce_waits_for_room_when_the_producer_queue_is_full() {
+    let testbed = KafkaTestbed::start(1).await.expect("tansu test bed starts");
+    let config = KafkaConfig {
+        bootstrap_servers: testbed.bootstrap(0),
+        request_timeout_ms: 10_000,
+        properties: BTreeMap::from([("queue.buffering.max.messages".to_owned(), "10".to_owned())]),
+    };
+    let cluster = KafkaCluster::connect("kafka-small-queue", &config).expect("kafka cluster");
+    cluster.create_topic("narrow", 1).await.expect("create");
+    let records: Vec<_> = (0..300).map(|i| record(None, &format!("v{i}"))).collect();
+    let produced = cluster
+        .produce("narrow", records, Acks::All)
+        .await
+        .expect("every record goes through, room after room");
+    let offsets: Vec<_> = produced.iter().map(|p| p.offset).collect();
+    let expected: Vec<_> = (0..300).map(Some).collect();
+    assert_eq!(offsets, expected);
+    let read = read_to_end(&*cluster, "narrow", 0, 0).await;
+    assert_eq!(read.len(), 300);
+    assert_eq!(read[299].value.as_deref(), Some(&b"v299"[..]));
+}

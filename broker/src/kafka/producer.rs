@@ -130,8 +130,10 @@ impl ProducerHandle {
     /// Validates and places every record, then sends them all; with acks
     /// 1 or all, waits for every delivery report.
     ///
-    /// The sending runs in its own task: a caller that stops waiting does
-    /// not stop it halfway through the records.
+    /// Records are handed to librdkafka on the caller's task, with no await
+    /// in between, so a caller that stops waiting cannot stop the sending
+    /// halfway. Only when librdkafka's queue is full (which needs waiting)
+    /// does the rest go to a task of its own, for the same reason.
     pub async fn produce(
         &self,
         topic: &str,
@@ -142,20 +144,28 @@ impl ProducerHandle {
     ) -> Result<Vec<ProducedOffset>, BrokerError> {
         let placed = self.place(topic, partitions, records)?;
         let producer = self.current()?;
-        let task = tokio::spawn(send_all(
-            Arc::clone(&self.cluster),
-            Arc::clone(&producer),
-            topic.to_owned(),
+        let request = Request::new(placed.len());
+        let send = Send {
+            cluster: Arc::clone(&self.cluster),
+            producer: Arc::clone(&producer),
+            topic: topic.to_owned(),
             placed,
             acks,
-            self.message_max_bytes,
+            limit: self.message_max_bytes,
             deadline,
-        ));
-        let result = match task.await {
-            Ok(result) => result,
-            Err(e) => Err(BrokerError::Io(std::io::Error::other(format!(
-                "produce task failed: {e}"
-            )))),
+            request,
+        };
+        let result = match send.send_from(0) {
+            Err(e) => Err(e),
+            Ok(None) => send.finish().await,
+            Ok(Some(stopped_at)) => {
+                match tokio::spawn(async move { send.send_rest(stopped_at).await }).await {
+                    Ok(result) => result,
+                    Err(e) => Err(BrokerError::Io(std::io::Error::other(format!(
+                        "produce task failed: {e}"
+                    )))),
+                }
+            }
         };
         if let Err(e) = &result {
             let stalled =
@@ -317,7 +327,8 @@ impl Request {
     }
 }
 
-async fn send_all(
+/// One produce call's records on their way to librdkafka.
+struct Send {
     cluster: Arc<str>,
     producer: Arc<KafkaProducer>,
     topic: String,
@@ -325,82 +336,118 @@ async fn send_all(
     acks: Acks,
     limit: usize,
     deadline: Deadline,
-) -> Result<Vec<ProducedOffset>, BrokerError> {
-    if placed.is_empty() {
-        return Ok(Vec::new());
-    }
-    let request = Request::new(placed.len());
-    for record in &placed {
-        let mut out: BaseRecord<'_, [u8], [u8], Arc<Request>> =
-            BaseRecord::with_opaque_to(&topic, Arc::clone(&request))
-                .partition(record.partition as i32)
-                .timestamp(record.timestamp_ms);
-        // No header list at all for records without headers: librdkafka
-        // allocates one per message otherwise.
-        if !record.headers.is_empty() {
-            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-            for h in &record.headers {
-                headers = headers.insert(KafkaHeader {
-                    key: &h.name,
-                    value: Some(&h.value[..]),
-                });
+    request: Arc<Request>,
+}
+
+impl Send {
+    /// Hands the records from `first` on to librdkafka, without waiting;
+    /// returns where its queue was full, if it was.
+    fn send_from(&self, first: usize) -> Result<Option<usize>, BrokerError> {
+        for (i, record) in self.placed.iter().enumerate().skip(first) {
+            let mut out: BaseRecord<'_, [u8], [u8], Arc<Request>> =
+                BaseRecord::with_opaque_to(&self.topic, Arc::clone(&self.request))
+                    .partition(record.partition as i32)
+                    .timestamp(record.timestamp_ms);
+            // No header list at all for records without headers: librdkafka
+            // allocates one per message otherwise.
+            if !record.headers.is_empty() {
+                let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+                for h in &record.headers {
+                    headers = headers.insert(KafkaHeader {
+                        key: &h.name,
+                        value: Some(&h.value[..]),
+                    });
+                }
+                out = out.headers(headers);
             }
-            out = out.headers(headers);
-        }
-        if let Some(key) = &record.key {
-            out = out.key(&key[..]);
-        }
-        if let Some(value) = &record.value {
-            out = out.payload(&value[..]);
-        }
-        loop {
-            match producer.send(out) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    if deadline.remaining().is_zero() {
-                        return Err(unavailable(
-                            &cluster,
-                            "producing",
-                            "the producer's queue stayed full for the whole request timeout",
-                        ));
-                    }
-                    out = back;
-                    tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
+            if let Some(key) = &record.key {
+                out = out.key(&key[..]);
+            }
+            if let Some(value) = &record.value {
+                out = out.payload(&value[..]);
+            }
+            match self.producer.send(out) {
+                Ok(()) => {}
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    return Ok(Some(i));
                 }
                 // Records sent before this one still report into the
                 // request; nobody waits for it any more.
-                Err((e, _)) => return Err(produce_error(&cluster, &topic, record, limit, &e)),
+                Err((e, _)) => {
+                    return Err(produce_error(
+                        &self.cluster,
+                        &self.topic,
+                        record,
+                        self.limit,
+                        &e,
+                    ))
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Sends the records from `first` on, waiting for room in librdkafka's
+    /// queue until the deadline, then finishes.
+    async fn send_rest(self, mut first: usize) -> Result<Vec<ProducedOffset>, BrokerError> {
+        loop {
+            if self.deadline.remaining().is_zero() {
+                return Err(unavailable(
+                    &self.cluster,
+                    "producing",
+                    "the producer's queue stayed full for the whole request timeout",
+                ));
+            }
+            tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
+            match self.send_from(first)? {
+                None => return self.finish().await,
+                Some(stopped_at) => first = stopped_at,
             }
         }
     }
 
-    if acks == Acks::None {
-        return Ok(placed
-            .iter()
-            .map(|r| ProducedOffset {
-                partition: r.partition,
-                offset: None,
-                timestamp_ms: r.timestamp_ms,
-            })
-            .collect());
+    /// Every record is in librdkafka's hands: with acks, waits for their
+    /// reports (one wake-up when the last is in) and gives the offsets.
+    async fn finish(self) -> Result<Vec<ProducedOffset>, BrokerError> {
+        let Self {
+            cluster,
+            topic,
+            placed,
+            acks,
+            limit,
+            deadline,
+            request,
+            ..
+        } = self;
+        if placed.is_empty() {
+            return Ok(Vec::new());
+        }
+        if acks == Acks::None {
+            return Ok(placed
+                .iter()
+                .map(|r| ProducedOffset {
+                    partition: r.partition,
+                    offset: None,
+                    timestamp_ms: r.timestamp_ms,
+                })
+                .collect());
+        }
+        if tokio::time::timeout_at(deadline.tokio_instant(), request.done.notified())
+            .await
+            .is_err()
+        {
+            return Err(unavailable(&cluster, "producing", STALLED));
+        }
+        let reports = request.take();
+        if let Some((partition, error)) = reports.failed {
+            let record = placed
+                .iter()
+                .find(|r| r.partition as i32 == partition)
+                .unwrap_or(&placed[0]);
+            return Err(produce_error(&cluster, &topic, record, limit, &error));
+        }
+        assign_offsets(&cluster, &placed, reports.delivered)
     }
-
-    // Every record is in flight: one wake-up when the last report is in.
-    if tokio::time::timeout_at(deadline.tokio_instant(), request.done.notified())
-        .await
-        .is_err()
-    {
-        return Err(unavailable(&cluster, "producing", STALLED));
-    }
-    let reports = request.take();
-    if let Some((partition, error)) = reports.failed {
-        let record = placed
-            .iter()
-            .find(|r| r.partition as i32 == partition)
-            .unwrap_or(&placed[0]);
-        return Err(produce_error(&cluster, &topic, record, limit, &error));
-    }
-    assign_offsets(&cluster, &placed, reports.delivered)
 }
 
 /// Gives each record its offset. The producer is idempotent, so the
