@@ -110,8 +110,8 @@ impl OtlpHttpExporter {
     pub fn set_resource(&mut self, resource: &Resource) {
         let mut encoded = Vec::new();
         for (key, value) in resource.iter() {
-            put_message(&mut encoded, 1, key_value_len(key.as_str(), value), |out| {
-                put_key_value(out, key.as_str(), value);
+            put_message(&mut encoded, 1, |out| {
+                put_key_value(out, key.as_str(), value)
             });
         }
         self.resource = encoded;
@@ -121,25 +121,14 @@ impl OtlpHttpExporter {
     /// Writes an `ExportTraceServiceRequest`: the resource, and for each
     /// scope the spans [`put_span_field`] wrote for it.
     pub fn encode_request(&self, scopes: &[(&InstrumentationScope, &[u8])], out: &mut Vec<u8>) {
-        let scope_spans_len = |scope: &InstrumentationScope, spans: &[u8]| {
-            field_len(1, scope_len(scope))
-                + spans.len()
-                + string_len(3, scope.schema_url().unwrap_or_default())
-        };
-        let resource_spans_len = field_len(1, self.resource.len())
-            + scopes
-                .iter()
-                .map(|(scope, spans)| field_len(2, scope_spans_len(scope, spans)))
-                .sum::<usize>()
-            + string_len(3, &self.resource_schema_url);
-        out.reserve(field_len(1, resource_spans_len));
-        put_message(out, 1, resource_spans_len, |out| {
-            put_message(out, 1, self.resource.len(), |out| {
-                out.extend_from_slice(&self.resource);
-            });
+        out.reserve(
+            self.resource.len() + scopes.iter().map(|(_, s)| s.len() + 64).sum::<usize>() + 32,
+        );
+        put_message(out, 1, |out| {
+            put_len_field(out, 1, &self.resource);
             for (scope, spans) in scopes {
-                put_message(out, 2, scope_spans_len(scope, spans), |out| {
-                    put_message(out, 1, scope_len(scope), |out| put_scope(out, scope));
+                put_message(out, 2, |out| {
+                    put_message(out, 1, |out| put_scope(out, scope));
                     out.extend_from_slice(spans);
                     put_string(out, 3, scope.schema_url().unwrap_or_default());
                 });
@@ -217,16 +206,7 @@ const IS_REMOTE: u32 = 0x200;
 /// Writes `span` as a `ScopeSpans.spans` field (number 2, length
 /// delimited): what [`OtlpHttpExporter::encode_request`] takes per scope.
 pub fn put_span_field(out: &mut Vec<u8>, span: &SpanData) {
-    put_message(out, 2, span_len(span), |out| put_span(out, span));
-}
-
-fn scope_len(scope: &InstrumentationScope) -> usize {
-    string_len(1, scope.name())
-        + string_len(2, scope.version().unwrap_or_default())
-        + scope
-            .attributes()
-            .map(|kv| field_len(3, key_value_len(kv.key.as_str(), &kv.value)))
-            .sum::<usize>()
+    put_message(out, 2, |out| put_span(out, span));
 }
 
 fn put_scope(out: &mut Vec<u8>, scope: &InstrumentationScope) {
@@ -260,60 +240,13 @@ fn flags(context: &SpanContext, parent_is_remote: bool) -> u32 {
     flags
 }
 
-/// `Status.code`: unset 0, ok 1, error 2; and the error's description.
-fn status(status: &Status) -> (u64, &str) {
-    match status {
-        Status::Unset => (0, ""),
-        Status::Ok => (1, ""),
-        Status::Error { description } => (2, description),
-    }
-}
-
-fn status_len(s: &Status) -> usize {
-    let (code, message) = status(s);
-    string_len(2, message) + varint_field_len(3, code)
-}
-
-fn attributes_len(field: u32, attributes: &[KeyValue]) -> usize {
-    attributes
-        .iter()
-        .map(|kv| field_len(field, key_value_len(kv.key.as_str(), &kv.value)))
-        .sum()
-}
-
-fn span_len(span: &SpanData) -> usize {
-    let context = &span.span_context;
-    let trace_state = context.trace_state().header();
-    let mut len = bytes_len(1, 16) + bytes_len(2, 8) + string_len(3, &trace_state);
-    if span.parent_span_id != SpanId::INVALID {
-        len += bytes_len(4, 8);
-    }
-    len += string_len(5, &span.name)
-        + varint_field_len(6, span_kind(&span.span_kind))
-        + fixed64_len(7, nanos(span.start_time))
-        + fixed64_len(8, nanos(span.end_time))
-        + attributes_len(9, &span.attributes)
-        + varint_field_len(10, u64::from(span.dropped_attributes_count));
-    for event in span.events.iter() {
-        len += field_len(11, event_len(event));
-    }
-    len += varint_field_len(12, u64::from(span.events.dropped_count));
-    for link in span.links.iter() {
-        len += field_len(13, link_len(link));
-    }
-    len += varint_field_len(14, u64::from(span.links.dropped_count))
-        + field_len(15, status_len(&span.status))
-        + fixed32_len(16, flags(context, span.parent_span_is_remote));
-    len
-}
-
 fn put_span(out: &mut Vec<u8>, span: &SpanData) {
     let context = &span.span_context;
-    put_bytes(out, 1, &context.trace_id().to_bytes());
-    put_bytes(out, 2, &context.span_id().to_bytes());
+    put_len_field(out, 1, &context.trace_id().to_bytes());
+    put_len_field(out, 2, &context.span_id().to_bytes());
     put_string(out, 3, &context.trace_state().header());
     if span.parent_span_id != SpanId::INVALID {
-        put_bytes(out, 4, &span.parent_span_id.to_bytes());
+        put_len_field(out, 4, &span.parent_span_id.to_bytes());
     }
     put_string(out, 5, &span.name);
     put_varint_field(out, 6, span_kind(&span.span_kind));
@@ -324,7 +257,7 @@ fn put_span(out: &mut Vec<u8>, span: &SpanData) {
     }
     put_varint_field(out, 10, u64::from(span.dropped_attributes_count));
     for event in span.events.iter() {
-        put_message(out, 11, event_len(event), |out| {
+        put_message(out, 11, |out| {
             put_fixed64(out, 1, nanos(event.timestamp));
             put_string(out, 2, &event.name);
             for kv in &event.attributes {
@@ -335,10 +268,10 @@ fn put_span(out: &mut Vec<u8>, span: &SpanData) {
     }
     put_varint_field(out, 12, u64::from(span.events.dropped_count));
     for link in span.links.iter() {
-        put_message(out, 13, link_len(link), |out| {
+        put_message(out, 13, |out| {
             let context = &link.span_context;
-            put_bytes(out, 1, &context.trace_id().to_bytes());
-            put_bytes(out, 2, &context.span_id().to_bytes());
+            put_len_field(out, 1, &context.trace_id().to_bytes());
+            put_len_field(out, 2, &context.span_id().to_bytes());
             put_string(out, 3, &context.trace_state().header());
             for kv in &link.attributes {
                 put_key_value_field(out, 4, kv);
@@ -348,159 +281,74 @@ fn put_span(out: &mut Vec<u8>, span: &SpanData) {
         });
     }
     put_varint_field(out, 14, u64::from(span.links.dropped_count));
-    put_message(out, 15, status_len(&span.status), |out| {
-        let (code, message) = status(&span.status);
-        put_string(out, 2, message);
-        put_varint_field(out, 3, code);
+    // `Status { message = 2; code = 3 }`: unset 0, ok 1, error 2.
+    put_message(out, 15, |out| match &span.status {
+        Status::Unset => {}
+        Status::Ok => put_varint_field(out, 3, 1),
+        Status::Error { description } => {
+            put_string(out, 2, description);
+            put_varint_field(out, 3, 2);
+        }
     });
     put_fixed32(out, 16, flags(context, span.parent_span_is_remote));
 }
 
-fn event_len(event: &opentelemetry::trace::Event) -> usize {
-    fixed64_len(1, nanos(event.timestamp))
-        + string_len(2, &event.name)
-        + attributes_len(3, &event.attributes)
-        + varint_field_len(4, u64::from(event.dropped_attributes_count))
-}
-
-fn link_len(link: &opentelemetry::trace::Link) -> usize {
-    let context = &link.span_context;
-    bytes_len(1, 16)
-        + bytes_len(2, 8)
-        + string_len(3, &context.trace_state().header())
-        + attributes_len(4, &link.attributes)
-        + varint_field_len(5, u64::from(link.dropped_attributes_count))
-        + fixed32_len(6, flags(context, context.is_remote()))
-}
-
-/// `KeyValue { key = 1; AnyValue value = 2 }`.
-fn key_value_len(key: &str, value: &Value) -> usize {
-    string_len(1, key) + field_len(2, any_value_len(value))
-}
-
+/// `KeyValue { key = 1; AnyValue value = 2 }` as field `field`.
 fn put_key_value_field(out: &mut Vec<u8>, field: u32, kv: &KeyValue) {
-    let key = kv.key.as_str();
-    put_message(out, field, key_value_len(key, &kv.value), |out| {
-        put_key_value(out, key, &kv.value);
+    put_message(out, field, |out| {
+        put_key_value(out, kv.key.as_str(), &kv.value)
     });
 }
 
 fn put_key_value(out: &mut Vec<u8>, key: &str, value: &Value) {
     put_string(out, 1, key);
-    put_message(out, 2, any_value_len(value), |out| {
-        put_any_value(out, value)
-    });
+    put_message(out, 2, |out| put_any_value(out, value));
 }
 
 /// `AnyValue`, a oneof: its one field is written even when it is the
 /// default, so an empty string stays a string.
-fn any_value_len(value: &Value) -> usize {
-    match value {
-        Value::Bool(_) => tag_len(2) + 1,
-        Value::I64(i) => tag_len(3) + varint_len(*i as u64),
-        Value::F64(_) => tag_len(4) + 8,
-        Value::String(s) => field_len(1, s.as_str().len()),
-        Value::Array(array) => field_len(5, array_len(array)),
-        other => field_len(1, other.as_str().len()),
-    }
-}
-
 fn put_any_value(out: &mut Vec<u8>, value: &Value) {
     match value {
-        Value::Bool(b) => {
-            put_tag(out, 2, VARINT);
-            out.push(u8::from(*b));
-        }
-        Value::I64(i) => {
-            put_tag(out, 3, VARINT);
-            put_varint(out, *i as u64);
-        }
-        Value::F64(f) => {
-            put_tag(out, 4, FIXED64);
-            out.extend_from_slice(&f.to_le_bytes());
-        }
+        Value::Bool(b) => put_bool(out, *b),
+        Value::I64(i) => put_i64(out, *i),
+        Value::F64(f) => put_f64(out, *f),
         Value::String(s) => put_len_field(out, 1, s.as_str().as_bytes()),
-        Value::Array(array) => {
-            put_message(out, 5, array_len(array), |out| put_array(out, array));
-        }
+        // `ArrayValue { repeated AnyValue values = 1 }`.
+        Value::Array(array) => put_message(out, 5, |out| match array {
+            Array::Bool(v) => v
+                .iter()
+                .for_each(|b| put_message(out, 1, |o| put_bool(o, *b))),
+            Array::I64(v) => v
+                .iter()
+                .for_each(|i| put_message(out, 1, |o| put_i64(o, *i))),
+            Array::F64(v) => v
+                .iter()
+                .for_each(|f| put_message(out, 1, |o| put_f64(o, *f))),
+            Array::String(v) => v.iter().for_each(|s| {
+                put_message(out, 1, |o| put_len_field(o, 1, s.as_str().as_bytes()));
+            }),
+            other => {
+                let text = other.to_string();
+                put_message(out, 1, |o| put_len_field(o, 1, text.as_bytes()));
+            }
+        }),
         other => put_len_field(out, 1, other.as_str().as_bytes()),
     }
 }
 
-/// The values of an array, as `ArrayValue { repeated AnyValue values = 1 }`.
-fn array_values(array: &Array) -> Vec<Value> {
-    match array {
-        Array::Bool(v) => v.iter().copied().map(Value::Bool).collect(),
-        Array::I64(v) => v.iter().copied().map(Value::I64).collect(),
-        Array::F64(v) => v.iter().copied().map(Value::F64).collect(),
-        Array::String(v) => v.iter().cloned().map(Value::String).collect(),
-        other => vec![Value::String(other.to_string().into())],
-    }
+fn put_bool(out: &mut Vec<u8>, b: bool) {
+    put_tag(out, 2, VARINT);
+    out.push(u8::from(b));
 }
 
-fn array_len(array: &Array) -> usize {
-    array_values(array)
-        .iter()
-        .map(|v| field_len(1, any_value_len(v)))
-        .sum()
+fn put_i64(out: &mut Vec<u8>, i: i64) {
+    put_tag(out, 3, VARINT);
+    put_varint(out, i as u64);
 }
 
-fn put_array(out: &mut Vec<u8>, array: &Array) {
-    for value in array_values(array) {
-        put_message(out, 1, any_value_len(&value), |out| {
-            put_any_value(out, &value)
-        });
-    }
-}
-
-fn varint_len(v: u64) -> usize {
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
-}
-
-fn tag_len(field: u32) -> usize {
-    varint_len(u64::from(field << 3))
-}
-
-/// A length-delimited field of `len` bytes.
-fn field_len(field: u32, len: usize) -> usize {
-    tag_len(field) + varint_len(len as u64) + len
-}
-
-/// A string field; proto3 leaves an empty one out.
-fn string_len(field: u32, s: &str) -> usize {
-    if s.is_empty() {
-        0
-    } else {
-        field_len(field, s.len())
-    }
-}
-
-fn bytes_len(field: u32, len: usize) -> usize {
-    field_len(field, len)
-}
-
-fn varint_field_len(field: u32, v: u64) -> usize {
-    if v == 0 {
-        0
-    } else {
-        tag_len(field) + varint_len(v)
-    }
-}
-
-fn fixed64_len(field: u32, v: u64) -> usize {
-    if v == 0 {
-        0
-    } else {
-        tag_len(field) + 8
-    }
-}
-
-fn fixed32_len(field: u32, v: u32) -> usize {
-    if v == 0 {
-        0
-    } else {
-        tag_len(field) + 4
-    }
+fn put_f64(out: &mut Vec<u8>, f: f64) {
+    put_tag(out, 4, FIXED64);
+    out.extend_from_slice(&f.to_le_bytes());
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -521,27 +369,30 @@ fn put_len_field(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-/// A nested message of `len` bytes, written by `body`.
-fn put_message(out: &mut Vec<u8>, field: u32, len: usize, body: impl FnOnce(&mut Vec<u8>)) {
+/// A nested message written by `body`, in one pass: one byte is kept for
+/// its length and filled in afterwards; a body of 128 bytes or more moves
+/// over by the length's extra bytes. (Computing every length first would
+/// walk each span's attributes two or three times.)
+fn put_message(out: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut Vec<u8>)) {
     put_tag(out, field, LEN);
-    put_varint(out, len as u64);
-    let start = out.len();
+    let at = out.len();
+    out.push(0);
     body(out);
-    debug_assert_eq!(
-        out.len() - start,
-        len,
-        "field {field}: length computed wrongly"
-    );
+    let len = out.len() - at - 1;
+    if len < 0x80 {
+        out[at] = len as u8;
+    } else {
+        let mut prefix = Vec::with_capacity(10);
+        put_varint(&mut prefix, len as u64);
+        out.splice(at..=at, prefix);
+    }
 }
 
+/// A string field; proto3 leaves an empty one out.
 fn put_string(out: &mut Vec<u8>, field: u32, s: &str) {
     if !s.is_empty() {
         put_len_field(out, field, s.as_bytes());
     }
-}
-
-fn put_bytes(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
-    put_len_field(out, field, bytes);
 }
 
 fn put_varint_field(out: &mut Vec<u8>, field: u32, v: u64) {
@@ -632,6 +483,9 @@ pub(crate) mod tests {
                 KeyValue::new("numbers", Value::Array(Array::I64(vec![0, 1, -1]))),
                 KeyValue::new("flags", Value::Array(Array::Bool(vec![true, false]))),
                 KeyValue::new("floats", Value::Array(Array::F64(vec![0.0, 1.5]))),
+                // Lengths of one, two and three bytes, nested.
+                KeyValue::new("long", "x".repeat(20_000)),
+                KeyValue::new("edge", "y".repeat(125)),
             ],
             dropped_attributes_count: 0,
             events: SpanEvents::default(),
@@ -750,24 +604,6 @@ pub(crate) mod tests {
         let decoded = ExportTraceServiceRequest::decode(written.as_slice()).unwrap();
         assert_eq!(decoded.resource_spans.len(), 1);
         assert!(decoded.resource_spans[0].scope_spans.is_empty());
-    }
-
-    #[test]
-    fn varint_lengths_match_the_encoding() {
-        for v in [
-            0,
-            1,
-            127,
-            128,
-            16_383,
-            16_384,
-            u64::from(u32::MAX),
-            u64::MAX,
-        ] {
-            let mut out = Vec::new();
-            put_varint(&mut out, v);
-            assert_eq!(out.len(), varint_len(v), "{v}");
-        }
     }
 
     #[test]
