@@ -182,7 +182,6 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
     scenario.run.duration_ms = block.as_millis() as u64;
     let mut results = Vec::new();
     let mut report = None;
-    let (mut through_records, mut through_secs) = (0.0, 0.0);
     let (mut direct_records, mut direct_secs, mut direct_errors) = (0u64, 0.0, 0u64);
     for round in 1..=rounds {
         eprintln!("kafka-compare: round {round}/{rounds}, through Sluice");
@@ -192,8 +191,6 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
             .iter()
             .find(|g| g.name == group.name)
             .map_or(0.0, |g| g.records_per_sec);
-        through_records += through * block.as_secs_f64();
-        through_secs += block.as_secs_f64();
         eprintln!("kafka-compare: round {round}/{rounds}, straight to the broker with librdkafka");
         let (acked, errors, secs) = direct.block(block).await;
         let rate = acked as f64 / secs.max(1e-3);
@@ -214,7 +211,12 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
         report = Some(sluice);
     }
     drop(process);
-    let through = through_records / through_secs.max(1e-3);
+    // Every Sluice block is as long: the overall rate is their mean.
+    let through = results
+        .iter()
+        .map(|r| r.through_sluice_records_per_sec)
+        .sum::<f64>()
+        / results.len().max(1) as f64;
     let direct_rate = direct_records as f64 / direct_secs.max(1e-3);
     let mut ratios: Vec<f64> = results.iter().map(|r| r.ratio).collect();
     ratios.sort_by(f64::total_cmp);

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::stats::{lock, StatsHandle};
+
 /// The schedule of one connection (or one sender).
 #[derive(Debug, Clone)]
 pub struct Schedule {
@@ -193,33 +195,37 @@ impl PreciseTimer {
     }
 }
 
-/// How an open-loop sender waits for its next send time.
-pub enum Pacer {
-    /// tokio's timer (millisecond turns; no extra cost).
-    Tokio,
-    /// A [`PreciseTimer`].
-    Precise(PreciseTimer),
+/// How a sender waits for its next send time. A precise timer that cannot
+/// be made or fails falls back to tokio's, and says so in the sender's
+/// error counts (`pacing timer: ...`), so a run never stops for it.
+pub struct Pacer {
+    /// `None`: tokio's timer (millisecond turns; no extra cost).
+    precise: Option<PreciseTimer>,
+    stats: StatsHandle,
 }
 
 impl Pacer {
-    /// The pacer a producer group asks for.
-    pub fn new(precise: bool) -> std::io::Result<Self> {
-        Ok(if precise {
-            Self::Precise(PreciseTimer::new()?)
+    /// The pacer a producer group asks for; errors go to `stats`.
+    pub fn new(precise: bool, stats: StatsHandle) -> Self {
+        let precise = if precise {
+            PreciseTimer::new()
+                .map_err(|e| lock(&stats).error(&format!("pacing timer: {e}")))
+                .ok()
         } else {
-            Self::Tokio
-        })
+            None
+        };
+        Self { precise, stats }
     }
 
     /// Returns at `at`.
-    pub async fn sleep_until(&self, at: Instant) -> std::io::Result<()> {
-        match self {
-            Self::Tokio => {
-                tokio::time::sleep_until(at).await;
-                Ok(())
+    pub async fn sleep_until(&self, at: Instant) {
+        if let Some(timer) = &self.precise {
+            match timer.sleep_until(at).await {
+                Ok(()) => return,
+                Err(e) => lock(&self.stats).error(&format!("pacing timer: {e}")),
             }
-            Self::Precise(timer) => timer.sleep_until(at).await,
         }
+        tokio::time::sleep_until(at).await;
     }
 }
 

@@ -145,7 +145,7 @@ impl ProducerHandle {
         let placed = self.place(topic, partitions, records)?;
         let producer = self.current()?;
         let request = Request::new(placed.len());
-        let send = Send {
+        let sending = Sending {
             cluster: Arc::clone(&self.cluster),
             producer: Arc::clone(&producer),
             topic: topic.to_owned(),
@@ -155,11 +155,11 @@ impl ProducerHandle {
             deadline,
             request,
         };
-        let result = match send.send_from(0) {
+        let result = match sending.send_from(0) {
             Err(e) => Err(e),
-            Ok(None) => send.finish().await,
+            Ok(None) => sending.finish().await,
             Ok(Some(stopped_at)) => {
-                match tokio::spawn(async move { send.send_rest(stopped_at).await }).await {
+                match tokio::spawn(async move { sending.send_rest(stopped_at).await }).await {
                     Ok(result) => result,
                     Err(e) => Err(BrokerError::Io(std::io::Error::other(format!(
                         "produce task failed: {e}"
@@ -328,7 +328,7 @@ impl Request {
 }
 
 /// One produce call's records on their way to librdkafka.
-struct Send {
+struct Sending {
     cluster: Arc<str>,
     producer: Arc<KafkaProducer>,
     topic: String,
@@ -339,7 +339,7 @@ struct Send {
     request: Arc<Request>,
 }
 
-impl Send {
+impl Sending {
     /// Hands the records from `first` on to librdkafka, without waiting;
     /// returns where its queue was full, if it was.
     fn send_from(&self, first: usize) -> Result<Option<usize>, BrokerError> {

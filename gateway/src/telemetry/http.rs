@@ -132,10 +132,7 @@ where
 
         let parent = propagation::context_from_headers(request.headers());
         let span = telemetry.start_span(SpanKind::Server, &parent, || {
-            let mut name = String::with_capacity(method.len() + 1 + route_label.len());
-            name.push_str(method);
-            name.push(' ');
-            name.push_str(route_label);
+            let name = super::messaging::span_name(method, route_label);
             let mut attributes = Vec::with_capacity(5);
             attributes.extend([
                 KeyValue::new("http.request.method", method),

@@ -131,12 +131,13 @@ pub async fn produce(
     produced
 }
 
-/// `{prefix} {topic}`, the name of a send or deliver span.
-fn span_name(prefix: &str, topic: &str) -> String {
-    let mut name = String::with_capacity(prefix.len() + 1 + topic.len());
+/// `{prefix} {target}`: a span name such as `send orders` or
+/// `POST /topics/{topic}`.
+pub(super) fn span_name(prefix: &str, target: &str) -> String {
+    let mut name = String::with_capacity(prefix.len() + 1 + target.len());
     name.push_str(prefix);
     name.push(' ');
-    name.push_str(topic);
+    name.push_str(target);
     name
 }
 

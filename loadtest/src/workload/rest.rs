@@ -90,13 +90,7 @@ impl RestProducer {
         ];
         let verify = self.ctx.acks.clone();
         let mut body = String::with_capacity(256 * g.batch as usize);
-        let pacer = match crate::pacing::Pacer::new(g.precise_pacing) {
-            Ok(pacer) => pacer,
-            Err(e) => {
-                lock(&self.stats).error(&format!("pacing timer: {e}"));
-                crate::pacing::Pacer::Tokio
-            }
-        };
+        let pacer = crate::pacing::Pacer::new(g.precise_pacing, self.stats.clone());
         let mut conn: Option<HttpConn> = None;
         let mut seq = 0u64;
         let mut id = 0u64;
@@ -104,10 +98,7 @@ impl RestProducer {
             // A sender that is behind goes at once: a timer for a past
             // instant may still wait for the runtime's next timer turn.
             if self.schedule.is_open() && at > Instant::now() {
-                if let Err(e) = pacer.sleep_until(at).await {
-                    lock(&self.stats).error(&format!("pacing timer: {e}"));
-                    tokio::time::sleep_until(at).await;
-                }
+                pacer.sleep_until(at).await;
             }
             if conn.as_ref().is_none_or(|c| !c.is_open()) {
                 match HttpConn::connect(&self.ctx.target, self.auth.clone()).await {

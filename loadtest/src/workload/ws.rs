@@ -207,13 +207,7 @@ impl WsProducer {
         );
         let mut rng = Rng::new(self.ctx.seed, u64::from(self.producer));
         let mut body = String::with_capacity(256 * g.batch as usize);
-        let pacer = match crate::pacing::Pacer::new(g.precise_pacing) {
-            Ok(pacer) => pacer,
-            Err(e) => {
-                lock(&self.stats).error(&format!("pacing timer: {e}"));
-                crate::pacing::Pacer::Tokio
-            }
-        };
+        let pacer = crate::pacing::Pacer::new(g.precise_pacing, self.stats.clone());
         let (mut seq, mut id) = (0u64, 0u64);
         'send: loop {
             // Wait for room in the window, then for the next send's time.
@@ -228,10 +222,7 @@ impl WsProducer {
             // A sender that is behind goes at once: a timer for a past
             // instant may still wait for the runtime's next timer turn.
             if self.schedule.is_open() && at > Instant::now() {
-                if let Err(e) = pacer.sleep_until(at).await {
-                    lock(&self.stats).error(&format!("pacing timer: {e}"));
-                    tokio::time::sleep_until(at).await;
-                }
+                pacer.sleep_until(at).await;
             }
             let mut due = Some(at);
             let mut fed = 0;
