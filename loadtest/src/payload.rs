@@ -144,17 +144,28 @@ pub struct Stamp {
 }
 
 impl Stamp {
+    /// The stamp's bytes: `L`, then the producer, sequence number and send
+    /// time in fixed-width lowercase hex.
+    pub fn to_bytes(&self) -> [u8; STAMP_BYTES] {
+        fn hex(out: &mut [u8], mut v: u64) {
+            for b in out.iter_mut().rev() {
+                *b = b"0123456789abcdef"[(v & 0xf) as usize];
+                v >>= 4;
+            }
+        }
+        let mut out = [0u8; STAMP_BYTES];
+        out[0] = b'L';
+        hex(&mut out[1..9], u64::from(self.producer));
+        hex(&mut out[9..25], self.seq);
+        hex(&mut out[25..41], self.sent_us);
+        out
+    }
+
     /// Writes the stamp and pads with `.` to `size` bytes.
     pub fn write_value(&self, size: usize, out: &mut String) {
-        let start = out.len();
-        let _ = write!(
-            out,
-            "L{:08x}{:016x}{:016x}",
-            self.producer, self.seq, self.sent_us
-        );
-        while out.len() - start < size {
-            out.push('.');
-        }
+        // The stamp is ASCII hex.
+        out.push_str(std::str::from_utf8(&self.to_bytes()).unwrap_or_default());
+        push_padding(out, size.saturating_sub(STAMP_BYTES));
     }
 
     /// Reads a stamp from a value (a JSON string's quotes allowed).
@@ -173,6 +184,16 @@ impl Stamp {
             seq: hex(9..25)?,
             sent_us: hex(25..41)?,
         })
+    }
+}
+
+/// Appends `n` bytes of `.`.
+fn push_padding(out: &mut String, mut n: usize) {
+    const DOTS: &str = "................................................................";
+    while n > 0 {
+        let take = n.min(DOTS.len());
+        out.push_str(&DOTS[..take]);
+        n -= take;
     }
 }
 
@@ -200,7 +221,12 @@ pub struct BodyBuilder {
     keys: Vec<String>,
     picker: KeyPicker,
     frame_prefix: String,
-    value: String,
+    /// Padding bytes after each value's stamp.
+    padding: usize,
+    /// Binary formats: the base64 of the padding after its first byte
+    /// (the stamp and that byte are 42 bytes, a whole number of base64
+    /// groups, so the rest encodes the same in every record).
+    padding_base64: String,
 }
 
 impl BodyBuilder {
@@ -234,13 +260,18 @@ impl BodyBuilder {
                 None => format!(",\"topic\":{topic},\"records\":["),
             };
         }
+        let padding = record_bytes.saturating_sub(STAMP_BYTES);
+        let mut padding_base64 = String::new();
+        push_padding(&mut padding_base64, padding.saturating_sub(1));
+        padding_base64 = BASE64.encode(padding_base64);
         Self {
             protocol,
             record_bytes,
             keys,
             picker,
             frame_prefix,
-            value: String::with_capacity(record_bytes + STAMP_BYTES),
+            padding,
+            padding_base64,
         }
     }
 
@@ -273,39 +304,51 @@ impl BodyBuilder {
                 seq: first_seq + u64::from(i),
                 sent_us,
             };
-            self.value.clear();
-            stamp.write_value(self.record_bytes, &mut self.value);
+            let stamp = stamp.to_bytes();
             let key = self
                 .picker
                 .pick(rng)
                 .map(|k| self.keys[k as usize].as_str());
+            out.push('{');
+            if let Some(key) = key {
+                match self.protocol {
+                    ProduceProtocol::RestV3 => {
+                        out.push_str("\"key\":{\"type\":\"STRING\",\"data\":\"")
+                    }
+                    _ => out.push_str("\"key\":\""),
+                }
+                out.push_str(key);
+                match self.protocol {
+                    ProduceProtocol::RestV3 => out.push_str("\"},"),
+                    _ => out.push_str("\","),
+                }
+            }
             match self.protocol {
                 ProduceProtocol::RestV2Binary | ProduceProtocol::Ws => {
-                    out.push('{');
-                    if let Some(key) = key {
-                        let _ = write!(out, "\"key\":\"{key}\",");
-                    }
                     out.push_str("\"value\":\"");
-                    BASE64.encode_string(self.value.as_bytes(), out);
+                    if self.padding == 0 {
+                        BASE64.encode_string(stamp, out);
+                    } else {
+                        let mut head = [b'.'; STAMP_BYTES + 1];
+                        head[..STAMP_BYTES].copy_from_slice(&stamp);
+                        BASE64.encode_string(head, out);
+                        out.push_str(&self.padding_base64);
+                    }
                     out.push_str("\"}");
                 }
-                ProduceProtocol::RestV2Json => {
-                    out.push('{');
-                    if let Some(key) = key {
-                        let _ = write!(out, "\"key\":\"{key}\",");
+                ProduceProtocol::RestV2Json | ProduceProtocol::RestV3 => {
+                    if self.protocol == ProduceProtocol::RestV3 {
+                        out.push_str("\"value\":{\"type\":\"STRING\",\"data\":\"");
+                    } else {
+                        out.push_str("\"value\":\"");
                     }
-                    let _ = write!(out, "\"value\":\"{}\"}}", self.value);
-                }
-                ProduceProtocol::RestV3 => {
-                    out.push('{');
-                    if let Some(key) = key {
-                        let _ = write!(out, "\"key\":{{\"type\":\"STRING\",\"data\":\"{key}\"}},");
+                    out.push_str(std::str::from_utf8(&stamp).unwrap_or_default());
+                    push_padding(out, self.padding);
+                    if self.protocol == ProduceProtocol::RestV3 {
+                        out.push_str("\"}}");
+                    } else {
+                        out.push_str("\"}");
                     }
-                    let _ = write!(
-                        out,
-                        "\"value\":{{\"type\":\"STRING\",\"data\":\"{}\"}}}}",
-                        self.value
-                    );
                 }
             }
         }
@@ -334,6 +377,41 @@ mod tests {
         assert_eq!(Stamp::parse(value.as_bytes()), Some(stamp));
         assert_eq!(Stamp::parse(format!("\"{value}\"").as_bytes()), Some(stamp));
         assert_eq!(Stamp::parse(b"hello"), None);
+    }
+
+    #[test]
+    fn binary_values_decode_to_the_stamped_value_at_every_size() {
+        let keys = KeyDistribution::Uniform(3);
+        for size in [0, 40, 41, 42, 43, 44, 45, 100, 1000] {
+            for protocol in [ProduceProtocol::RestV2Binary, ProduceProtocol::Ws] {
+                let mut b = BodyBuilder::new(protocol, size, &keys, "t", None);
+                let mut out = String::new();
+                b.build(
+                    &mut out,
+                    &mut Rng::new(1, 1),
+                    Batch {
+                        id: 0,
+                        producer: 3,
+                        first_seq: 77,
+                        records: 2,
+                        sent_us: 12_345,
+                    },
+                );
+                let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+                for (i, record) in v["records"].as_array().unwrap().iter().enumerate() {
+                    let value = BASE64.decode(record["value"].as_str().unwrap()).unwrap();
+                    let mut expected = String::new();
+                    Stamp {
+                        producer: 3,
+                        seq: 77 + i as u64,
+                        sent_us: 12_345,
+                    }
+                    .write_value(size, &mut expected);
+                    assert_eq!(value, expected.as_bytes(), "size {size}, {protocol:?}");
+                    assert_eq!(value.len(), size.max(STAMP_BYTES));
+                }
+            }
+        }
     }
 
     #[test]
