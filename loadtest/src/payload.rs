@@ -216,7 +216,6 @@ pub struct Batch {
 #[derive(Debug, Clone)]
 pub struct BodyBuilder {
     protocol: ProduceProtocol,
-    record_bytes: usize,
     /// Keys as they appear in the body (base64 for binary formats).
     keys: Vec<String>,
     picker: KeyPicker,
@@ -266,7 +265,6 @@ impl BodyBuilder {
         padding_base64 = BASE64.encode(padding_base64);
         Self {
             protocol,
-            record_bytes,
             keys,
             picker,
             frame_prefix,
