@@ -1,11 +1,15 @@
 //! `kafka-compare` (feature `kafka`): the Kafka backend's overhead, in one
 //! run. Starts one tansu broker (the `sluice-testbed` crate) and a Sluice
 //! process whose only cluster is that broker, then alternates, `--rounds`
-//! times: a block of the produce scenario through Sluice, and a block of
-//! the same records (size, keys, as many in flight) produced straight to
-//! the broker with librdkafka. Reports both rates and their ratio, overall
-//! and per round. (The Sluice process stays up, idle, during the direct
-//! blocks.)
+//! times: a block of the produce scenario through Sluice, a block of the
+//! same load produced straight to the broker with librdkafka (as many
+//! producers as the Sluice run has connections × requests in flight, each
+//! sending a batch of the same records and waiting for all of its acks, as
+//! the Sluice clients do), and a block with a sliding window of as many
+//! records in flight (each ack lets one more record go at once: what a
+//! single librdkafka producer streaming on its own reaches). Reports the
+//! rates and both ratios, overall and per round. (The Sluice process stays
+//! up, idle, during the direct blocks.)
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -50,10 +54,17 @@ pub struct CompareArgs {
 pub struct Round {
     /// Records/s acknowledged through Sluice.
     pub through_sluice_records_per_sec: f64,
-    /// Records/s acknowledged by the broker to librdkafka directly.
+    /// Records/s acknowledged by the broker to librdkafka directly, sent
+    /// as the Sluice clients send them: each of `connections × in_flight`
+    /// producers sends a batch and waits for all of its acks.
     pub direct_records_per_sec: f64,
     /// Sluice / direct.
     pub ratio: f64,
+    /// Records/s acknowledged directly with a sliding window of as many
+    /// records in flight: each ack lets one more record go at once.
+    pub direct_window_records_per_sec: f64,
+    /// Sluice / direct with the sliding window.
+    pub window_ratio: f64,
 }
 
 /// The comparison.
@@ -61,12 +72,19 @@ pub struct Round {
 pub struct Comparison {
     /// Records/s acknowledged through Sluice, over all rounds.
     pub through_sluice_records_per_sec: f64,
-    /// Records/s acknowledged by the broker to librdkafka directly, over all rounds.
+    /// Records/s acknowledged by the broker to librdkafka directly, in
+    /// batches as the Sluice clients send them, over all rounds.
     pub direct_records_per_sec: f64,
     /// Sluice / direct, over all rounds.
     pub ratio: f64,
     /// The median of the rounds' ratios.
     pub median_round_ratio: f64,
+    /// Records/s acknowledged directly with a sliding window, over all rounds.
+    pub direct_window_records_per_sec: f64,
+    /// Sluice / direct with the sliding window, over all rounds.
+    pub window_ratio: f64,
+    /// The median of the rounds' sliding-window ratios.
+    pub median_round_window_ratio: f64,
     /// Each round.
     pub rounds: Vec<Round>,
     /// Records sent directly.
@@ -170,10 +188,11 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
         producer,
         topic: topic.clone(),
         picker: KeyPicker::new(&keys),
-        rng: Rng::new(scenario.seed, 0),
-        // As many records in flight as the Sluice run had: connections ×
-        // frames in flight × batch.
-        window: (group.connections * group.in_flight * group.batch) as usize,
+        seed: scenario.seed,
+        // As many producers, each with a batch in flight, as the Sluice
+        // run had connections × frames in flight.
+        producers: (group.connections * group.in_flight) as usize,
+        batch: group.batch as usize,
         record_bytes: group.record_bytes,
         sent: 0,
     };
@@ -182,7 +201,8 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
     scenario.run.duration_ms = block.as_millis() as u64;
     let mut results = Vec::new();
     let mut report = None;
-    let (mut direct_records, mut direct_secs, mut direct_errors) = (0u64, 0.0, 0u64);
+    let mut batched = Tally::default();
+    let mut window = Tally::default();
     for round in 1..=rounds {
         eprintln!("kafka-compare: round {round}/{rounds}, through Sluice");
         let sluice = run(&scenario, &options).await?;
@@ -191,22 +211,22 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
             .iter()
             .find(|g| g.name == group.name)
             .map_or(0.0, |g| g.records_per_sec);
-        eprintln!("kafka-compare: round {round}/{rounds}, straight to the broker with librdkafka");
-        let (acked, errors, secs) = direct.block(block).await;
-        let rate = acked as f64 / secs.max(1e-3);
-        (direct_records, direct_secs, direct_errors) = (
-            direct_records + acked,
-            direct_secs + secs,
-            direct_errors + errors,
-        );
+        eprintln!("kafka-compare: round {round}/{rounds}, straight to the broker with librdkafka, in batches");
+        let rate = batched.add(direct.batches(block).await);
+        eprintln!("kafka-compare: round {round}/{rounds}, straight to the broker with librdkafka, sliding window");
+        let window_rate = window.add(direct.window(block).await);
+        let ratio = |direct: f64| if direct > 0.0 { through / direct } else { 0.0 };
         eprintln!(
-            "kafka-compare: round {round}: through Sluice {through:.0} records/s, direct {rate:.0} records/s, ratio {:.2}",
-            through / rate.max(1e-3)
+            "kafka-compare: round {round}: through Sluice {through:.0} records/s, direct {rate:.0} records/s in batches (ratio {:.2}), {window_rate:.0} with a sliding window (ratio {:.2})",
+            ratio(rate),
+            ratio(window_rate),
         );
         results.push(Round {
             through_sluice_records_per_sec: through,
             direct_records_per_sec: rate,
-            ratio: if rate > 0.0 { through / rate } else { 0.0 },
+            ratio: ratio(rate),
+            direct_window_records_per_sec: window_rate,
+            window_ratio: ratio(window_rate),
         });
         report = Some(sluice);
     }
@@ -217,27 +237,19 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
         .map(|r| r.through_sluice_records_per_sec)
         .sum::<f64>()
         / results.len().max(1) as f64;
-    let direct_rate = direct_records as f64 / direct_secs.max(1e-3);
-    let mut ratios: Vec<f64> = results.iter().map(|r| r.ratio).collect();
-    ratios.sort_by(f64::total_cmp);
-    let median = match ratios.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => ratios[n / 2],
-        n => (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0,
-    };
+    let ratio = |direct: f64| if direct > 0.0 { through / direct } else { 0.0 };
     let comparison = Comparison {
         through_sluice_records_per_sec: through,
-        direct_records_per_sec: direct_rate,
-        ratio: if direct_rate > 0.0 {
-            through / direct_rate
-        } else {
-            0.0
-        },
-        median_round_ratio: median,
+        direct_records_per_sec: batched.rate(),
+        ratio: ratio(batched.rate()),
+        median_round_ratio: median(results.iter().map(|r| r.ratio).collect()),
+        direct_window_records_per_sec: window.rate(),
+        window_ratio: ratio(window.rate()),
+        median_round_window_ratio: median(results.iter().map(|r| r.window_ratio).collect()),
         rounds: results,
-        direct_records,
-        direct_secs,
-        direct_errors,
+        direct_records: batched.acked + window.acked,
+        direct_secs: batched.secs + window.secs,
+        direct_errors: batched.errors + window.errors,
         sluice: report.context("no round ran")?,
     };
     if let Some(out) = &args.out {
@@ -248,24 +260,63 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
         )?;
     }
     print!("{}", comparison.sluice.to_text());
-    println!(
-        "kafka-compare: through Sluice {:.0} records/s, direct librdkafka {:.0} records/s ({} records in {:.1} s, {} errors): ratio {:.2}; {} rounds, median round ratio {:.2} ({})",
-        comparison.through_sluice_records_per_sec,
-        comparison.direct_records_per_sec,
-        comparison.direct_records,
-        comparison.direct_secs,
-        comparison.direct_errors,
-        comparison.ratio,
-        comparison.rounds.len(),
-        comparison.median_round_ratio,
+    let rounds = |f: fn(&Round) -> f64| {
         comparison
             .rounds
             .iter()
-            .map(|r| format!("{:.2}", r.ratio))
+            .map(|r| format!("{:.2}", f(r)))
             .collect::<Vec<_>>()
-            .join(", "),
+            .join(", ")
+    };
+    println!(
+        "kafka-compare: through Sluice {:.0} records/s, direct librdkafka in the same batches {:.0} records/s: ratio {:.2}; {} rounds, median round ratio {:.2} ({}); direct with a sliding window of as many records {:.0} records/s: ratio {:.2}, median round ratio {:.2} ({}); {} direct records in {:.1} s, {} errors",
+        comparison.through_sluice_records_per_sec,
+        comparison.direct_records_per_sec,
+        comparison.ratio,
+        comparison.rounds.len(),
+        comparison.median_round_ratio,
+        rounds(|r| r.ratio),
+        comparison.direct_window_records_per_sec,
+        comparison.window_ratio,
+        comparison.median_round_window_ratio,
+        rounds(|r| r.window_ratio),
+        comparison.direct_records,
+        comparison.direct_secs,
+        comparison.direct_errors,
     );
     Ok(())
+}
+
+/// The median of `values` (0 for none).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// The direct blocks of one kind, added up.
+#[derive(Default)]
+struct Tally {
+    acked: u64,
+    errors: u64,
+    secs: f64,
+}
+
+impl Tally {
+    /// Adds a block `(acked, errors, secs)`; returns its rate.
+    fn add(&mut self, (acked, errors, secs): (u64, u64, f64)) -> f64 {
+        self.acked += acked;
+        self.errors += errors;
+        self.secs += secs;
+        acked as f64 / secs.max(1e-3)
+    }
+
+    fn rate(&self) -> f64 {
+        self.acked as f64 / self.secs.max(1e-3)
+    }
 }
 
 /// librdkafka producing straight to the broker.
@@ -273,39 +324,71 @@ struct Direct {
     producer: FutureProducer,
     topic: String,
     picker: KeyPicker,
-    rng: Rng,
-    window: usize,
+    seed: u64,
+    producers: usize,
+    batch: usize,
     record_bytes: usize,
     sent: u64,
 }
 
 impl Direct {
-    /// Produces for `duration` with `window` records in flight; returns
-    /// the records acknowledged, the failures and the seconds taken.
-    async fn block(&mut self, duration: Duration) -> (u64, u64, f64) {
+    /// Produces for `duration` the way the Sluice clients do: each
+    /// producer sends a batch, waits until every record of it is
+    /// acknowledged, then sends the next. Returns the records
+    /// acknowledged, the failures and the seconds taken.
+    async fn batches(&mut self, duration: Duration) -> (u64, u64, f64) {
+        let start = Instant::now();
+        let deadline = start + duration;
+        let this = &*self;
+        let producers = (0..this.producers).map(|p| async move {
+            let mut rng = Rng::new(this.seed, p as u64 + 1);
+            let (mut acked, mut errors, mut seq) = (0u64, 0u64, 0u64);
+            let mut value = String::new();
+            let mut deliveries = Vec::with_capacity(this.batch);
+            while Instant::now() < deadline {
+                for _ in 0..this.batch {
+                    match this.send(p as u32, seq, &mut rng, &mut value) {
+                        Ok(delivery) => deliveries.push(delivery),
+                        Err(()) => errors += 1,
+                    }
+                    seq += 1;
+                }
+                for delivery in deliveries.drain(..) {
+                    match delivery.await {
+                        Ok(Ok(_)) => acked += 1,
+                        _ => errors += 1,
+                    }
+                }
+            }
+            (acked, errors, seq)
+        });
+        let results = futures_util::future::join_all(producers).await;
+        let (mut acked, mut errors) = (0, 0);
+        for (a, e, sent) in results {
+            acked += a;
+            errors += e;
+            self.sent += sent;
+        }
+        (acked, errors, start.elapsed().as_secs_f64())
+    }
+
+    /// Produces for `duration` with `producers × batch` records in flight,
+    /// each ack letting the next record go; returns the records
+    /// acknowledged, the failures and the seconds taken.
+    async fn window(&mut self, duration: Duration) -> (u64, u64, f64) {
         use futures_util::StreamExt as _;
         let start = Instant::now();
         let deadline = start + duration;
+        let window = self.producers * self.batch;
+        let mut rng = Rng::new(self.seed, 0);
         let mut in_flight = futures_util::stream::FuturesUnordered::new();
         let (mut acked, mut errors) = (0u64, 0u64);
         let mut value = String::new();
         loop {
-            while in_flight.len() < self.window && Instant::now() < deadline {
-                value.clear();
-                Stamp {
-                    producer: 0,
-                    seq: self.sent,
-                    sent_us: crate::payload::now_us(),
-                }
-                .write_value(self.record_bytes, &mut value);
-                let key = self.picker.pick(&mut self.rng).map(|k| format!("key-{k}"));
-                let mut record = FutureRecord::to(&self.topic).payload(value.as_bytes());
-                if let Some(key) = &key {
-                    record = record.key(key.as_bytes());
-                }
-                match self.producer.send_result(record) {
+            while in_flight.len() < window && Instant::now() < deadline {
+                match self.send(0, self.sent, &mut rng, &mut value) {
                     Ok(delivery) => in_flight.push(delivery),
-                    Err(_) => errors += 1,
+                    Err(()) => errors += 1,
                 }
                 self.sent += 1;
             }
@@ -316,5 +399,28 @@ impl Direct {
             }
         }
         (acked, errors, start.elapsed().as_secs_f64())
+    }
+
+    /// Hands one stamped record to librdkafka.
+    fn send(
+        &self,
+        producer: u32,
+        seq: u64,
+        rng: &mut Rng,
+        value: &mut String,
+    ) -> Result<rdkafka::producer::DeliveryFuture, ()> {
+        value.clear();
+        Stamp {
+            producer,
+            seq,
+            sent_us: crate::payload::now_us(),
+        }
+        .write_value(self.record_bytes, value);
+        let key = self.picker.pick(rng).map(|k| format!("key-{k}"));
+        let mut record = FutureRecord::to(&self.topic).payload(value.as_bytes());
+        if let Some(key) = &key {
+            record = record.key(key.as_bytes());
+        }
+        self.producer.send_result(record).map_err(|_| ())
     }
 }
