@@ -86,6 +86,43 @@ struct Shared {
 }
 
 impl Shared {
+    /// Queues one encoded `Span` message of `scope`, or drops and counts
+    /// it if the queue is full; wakes the export task when a batch is full.
+    fn enqueue(&self, scope: &InstrumentationScope, body: &[u8]) {
+        let queued = {
+            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            if pending.spans >= self.settings.max_queue {
+                None
+            } else {
+                let at = match pending.scopes.iter().position(|s| s.scope == *scope) {
+                    Some(at) => at,
+                    None => {
+                        pending.scopes.push(ScopeSpans {
+                            scope: scope.clone(),
+                            bytes: Vec::new(),
+                            ends: Vec::new(),
+                        });
+                        pending.scopes.len() - 1
+                    }
+                };
+                let scope = &mut pending.scopes[at];
+                otlp::put_framed_span(&mut scope.bytes, body);
+                let end = scope.bytes.len();
+                scope.ends.push(end);
+                pending.spans += 1;
+                Some(pending.spans)
+            }
+        };
+        match queued {
+            None => {
+                metrics::counter!(TRACE_SPANS_DROPPED_TOTAL, LABEL_REASON => "queue_full")
+                    .increment(1);
+            }
+            Some(n) if n == self.settings.max_batch => self.full_batch.notify_one(),
+            Some(_) => {}
+        }
+    }
+
     /// Swaps the queue with `spare` (emptied, its buffers kept).
     fn take(&self, spare: &mut Pending) {
         spare.clear();
@@ -98,6 +135,21 @@ impl Shared {
 #[derive(Debug)]
 pub struct QueueProcessor {
     shared: Arc<Shared>,
+}
+
+/// Where the spans Sluice writes itself go: the same queue, under the
+/// tracer's scope.
+#[derive(Debug)]
+pub struct SpanSink {
+    shared: Arc<Shared>,
+    scope: InstrumentationScope,
+}
+
+impl SpanSink {
+    /// Queues one encoded `Span` message (or drops and counts it).
+    pub fn push(&self, body: &[u8]) {
+        self.shared.enqueue(&self.scope, body);
+    }
 }
 
 /// The handle that flushes the queue and stops its task.
@@ -146,50 +198,13 @@ impl SpanProcessor for QueueProcessor {
         if !span.span_context.is_sampled() {
             return;
         }
-        let settings = &self.shared.settings;
-        let queued = SCRATCH.with_borrow_mut(|scratch| {
+        SCRATCH.with_borrow_mut(|scratch| {
             scratch.clear();
-            otlp::put_span_field(scratch, &span);
-            let mut pending = self
-                .shared
-                .pending
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if pending.spans >= settings.max_queue {
-                return None;
-            }
-            let at = match pending
-                .scopes
-                .iter()
-                .position(|s| s.scope == span.instrumentation_scope)
-            {
-                Some(at) => at,
-                None => {
-                    pending.scopes.push(ScopeSpans {
-                        scope: span.instrumentation_scope.clone(),
-                        bytes: Vec::new(),
-                        ends: Vec::new(),
-                    });
-                    pending.scopes.len() - 1
-                }
-            };
-            let scope = &mut pending.scopes[at];
-            scope.bytes.extend_from_slice(scratch);
-            let end = scope.bytes.len();
-            scope.ends.push(end);
-            pending.spans += 1;
-            Some(pending.spans)
+            otlp::put_span(scratch, &span);
+            self.shared.enqueue(&span.instrumentation_scope, scratch);
         });
         // The span's data is freed here, on the thread that built it.
         drop(span);
-        match queued {
-            None => {
-                metrics::counter!(TRACE_SPANS_DROPPED_TOTAL, LABEL_REASON => "queue_full")
-                    .increment(1);
-            }
-            Some(n) if n == settings.max_batch => self.shared.full_batch.notify_one(),
-            Some(_) => {}
-        }
     }
 
     fn force_flush(&self) -> OTelSdkResult {
@@ -203,6 +218,14 @@ impl SpanProcessor for QueueProcessor {
 }
 
 impl ExportQueue {
+    /// A sink for spans of `scope` written as OTLP by Sluice itself.
+    pub fn sink(&self, scope: InstrumentationScope) -> SpanSink {
+        SpanSink {
+            shared: Arc::clone(&self.shared),
+            scope,
+        }
+    }
+
     /// Exports every span queued so far; waits at most `timeout`.
     pub async fn flush(&self, timeout: Duration) {
         let (done, flushed) = oneshot::channel();

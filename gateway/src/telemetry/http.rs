@@ -20,8 +20,8 @@ use std::time::Instant;
 
 use axum::extract::MatchedPath;
 use axum::http::{Method, Request, Response};
-use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt};
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::trace::{SpanKind, TraceContextExt};
+use opentelemetry::Context;
 use tower::{Layer, Service};
 use tracing::Instrument as _;
 
@@ -131,17 +131,15 @@ where
         let method = method_label(request.method());
 
         let parent = propagation::context_from_headers(request.headers());
-        let span = telemetry.start_span(SpanKind::Server, &parent, || {
-            let name = super::messaging::span_name(method, route_label);
-            let mut attributes = Vec::with_capacity(5);
-            attributes.extend([
-                KeyValue::new("http.request.method", method),
-                KeyValue::new("http.route", route_label.to_owned()),
-                KeyValue::new("url.path", request.uri().path().to_owned()),
-            ]);
-            (name, attributes)
-        });
-        let (context, log_span) = match span {
+        let span = telemetry
+            .record_span(SpanKind::Server, &parent, (method, route_label))
+            .map(|mut span| {
+                span.str_attribute("http.request.method", method);
+                span.str_attribute("http.route", route_label);
+                span.str_attribute("url.path", request.uri().path());
+                span
+            });
+        let log_span = match &span {
             Some(span) => {
                 let ids = span.span_context().clone();
                 let log_span = tracing::info_span!(
@@ -151,11 +149,10 @@ where
                     trace_id = %ids.trace_id(),
                     span_id = %ids.span_id(),
                 );
-                let context = parent.with_span(span);
                 request
                     .extensions_mut()
-                    .insert(RequestContext(context.clone()));
-                (Some(context), log_span)
+                    .insert(RequestContext(parent.with_remote_span_context(ids)));
+                log_span
             }
             None => {
                 // Not recorded here, but the client's trace id still
@@ -169,7 +166,7 @@ where
                         .extensions_mut()
                         .insert(RequestContext(parent.clone()));
                 }
-                let log_span = if ids.is_valid() {
+                if ids.is_valid() {
                     tracing::info_span!(
                         "request",
                         http.request.method = method,
@@ -182,8 +179,7 @@ where
                         http.request.method = method,
                         http.route = route_label,
                     )
-                };
-                (None, log_span)
+                }
             }
         };
         let route_label = route_label.to_owned();
@@ -194,16 +190,13 @@ where
             let response = inner.call(request).instrument(log_span).await;
             let Ok(response) = response;
             let status = response.status().as_u16();
-            if let Some(context) = context {
-                let span = context.span();
-                span.set_attribute(KeyValue::new(
-                    "http.response.status_code",
-                    i64::from(status),
-                ));
+            if let Some(mut span) = span {
+                span.i64_attribute("http.response.status_code", i64::from(status));
                 if status >= 500 {
-                    span.set_status(Status::error(""));
+                    span.set_error("");
                 }
-                span.end();
+                // Ends it.
+                drop(span);
             }
             let labels = [
                 (LABEL_ROUTE, route_label.clone()),

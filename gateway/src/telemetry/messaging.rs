@@ -13,7 +13,7 @@
 
 use std::time::Instant;
 
-use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt};
+use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt};
 use opentelemetry::{Context, KeyValue};
 use sluice_broker::{Acks, ProduceRecord, Record};
 use sluice_federation::{FederationError, Produced};
@@ -66,9 +66,19 @@ pub async fn produce(
 ) -> Result<Produced, FederationError> {
     let count = records.len();
     let bytes: usize = records.iter().map(ProduceRecord::size_bytes).sum();
-    let mut span = state.telemetry.start_span(SpanKind::Producer, parent, || {
-        send_span(topic, protocol, count)
-    });
+    let mut span = state
+        .telemetry
+        .record_span(SpanKind::Producer, parent, ("send", topic))
+        .map(|mut span| {
+            span.str_attribute("messaging.destination.name", topic);
+            span.str_attribute("messaging.operation.type", "send");
+            span.str_attribute("messaging.operation.name", "send");
+            span.str_attribute(PROTOCOL, protocol);
+            if count > 1 {
+                span.i64_attribute("messaging.batch.message_count", count as i64);
+            }
+            span
+        });
     if let Some(span) = &span {
         // Sampled: the consumers continue this span's trace.
         propagation::inject(&mut records, span.span_context());
@@ -91,10 +101,10 @@ pub async fn produce(
             }
             if let Some(span) = &mut span {
                 let system = metrics.map_or(super::EMBEDDED_MESSAGING_SYSTEM, |m| m.system);
-                span.set_attribute(KeyValue::new("messaging.system", system));
-                span.set_attribute(KeyValue::new(PLACEMENT_EPOCH, i64::from(produced.epoch)));
-                if let Some(cluster) = cluster {
-                    span.set_attribute(KeyValue::new(CLUSTER_NAME, cluster));
+                span.str_attribute("messaging.system", system);
+                span.i64_attribute(PLACEMENT_EPOCH, i64::from(produced.epoch));
+                if let Some(cluster) = &cluster {
+                    span.str_attribute(CLUSTER_NAME, cluster);
                 }
                 let first = produced.offsets.first();
                 if let Some(first) = first {
@@ -103,16 +113,16 @@ pub async fn produce(
                         .iter()
                         .all(|o| o.partition == first.partition)
                     {
-                        span.set_attribute(KeyValue::new(
+                        span.str_attribute(
                             "messaging.destination.partition.id",
-                            first.partition.to_string(),
-                        ));
+                            itoa::Buffer::new().format(first.partition),
+                        );
                     }
                 }
                 // An offset names one record: only for a batch of one.
                 if let [only] = produced.offsets.as_slice() {
                     if let Some(offset) = only.offset {
-                        span.set_attribute(KeyValue::new("messaging.kafka.offset", offset as i64));
+                        span.i64_attribute("messaging.kafka.offset", offset as i64);
                     }
                 }
             }
@@ -120,14 +130,13 @@ pub async fn produce(
         Err(error) => {
             metrics::counter!(PRODUCE_ERRORS_TOTAL, LABEL_PROTOCOL => protocol).increment(1);
             if let Some(span) = &mut span {
-                span.set_attribute(KeyValue::new("error.type", error_type(error)));
-                span.set_status(Status::error(error.to_string()));
+                span.str_attribute("error.type", error_type(error));
+                span.set_error(error.to_string());
             }
         }
     }
-    if let Some(mut span) = span {
-        span.end();
-    }
+    // Ends the span.
+    drop(span);
     produced
 }
 
@@ -139,22 +148,6 @@ pub(super) fn span_name(prefix: &str, target: &str) -> String {
     name.push(' ');
     name.push_str(target);
     name
-}
-
-/// The name and the attributes known before a produce, with room for
-/// those added after it.
-fn send_span(topic: &str, protocol: &'static str, count: usize) -> (String, Vec<KeyValue>) {
-    let mut attributes = Vec::with_capacity(10);
-    attributes.extend([
-        KeyValue::new("messaging.destination.name", topic.to_owned()),
-        KeyValue::new("messaging.operation.type", "send"),
-        KeyValue::new("messaging.operation.name", "send"),
-        KeyValue::new(PROTOCOL, protocol),
-    ]);
-    if count > 1 {
-        attributes.push(KeyValue::new("messaging.batch.message_count", count as i64));
-    }
-    (span_name("send", topic), attributes)
 }
 
 fn error_type(error: &FederationError) -> &'static str {

@@ -18,14 +18,15 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use opentelemetry::trace::{
-    SpanBuilder, SpanKind, TraceContextExt as _, Tracer as _, TracerProvider as _,
+    SpanBuilder, SpanContext, SpanId, SpanKind, TraceContextExt as _, TraceFlags, TraceState,
+    Tracer as _, TracerProvider as _,
 };
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::{Context, InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{
     IdGenerator as _, RandomIdGenerator, Sampler, SdkTracer, SdkTracerProvider,
 };
@@ -117,11 +118,24 @@ struct Tracing {
     tracer: SdkTracer,
     provider: SdkTracerProvider,
     queue: export::ExportQueue,
+    /// Where [`RecordedSpan`]s go: the queue, under the tracer's scope.
+    sink: Arc<export::SpanSink>,
     /// Share of new traces recorded.
     sampling_ratio: f64,
 }
 
 impl Tracing {
+    /// Whether a span under `parent` is recorded: a valid parent's
+    /// decision is followed, and a new trace is recorded with probability
+    /// `sampling_ratio`.
+    fn sampled(&self, parent: &SpanContext) -> bool {
+        if parent.is_valid() {
+            parent.is_sampled()
+        } else {
+            self.sample_root()
+        }
+    }
+
     /// Whether a span without a parent starts a recorded trace.
     fn sample_root(&self) -> bool {
         if self.sampling_ratio >= 1.0 {
@@ -210,14 +224,7 @@ impl Telemetry {
         describe: impl FnOnce() -> (String, Vec<KeyValue>),
     ) -> Option<opentelemetry_sdk::trace::Span> {
         let tracing = self.tracing.as_ref()?;
-        let remote = parent.span();
-        let parent_ids = remote.span_context();
-        let sampled = if parent_ids.is_valid() {
-            parent_ids.is_sampled()
-        } else {
-            tracing.sample_root()
-        };
-        if !sampled {
+        if !tracing.sampled(parent.span().span_context()) {
             return None;
         }
         let (name, attributes) = describe();
@@ -228,6 +235,56 @@ impl Telemetry {
             parent,
         );
         opentelemetry::trace::Span::is_recording(&span).then_some(span)
+    }
+
+    /// Starts a span named `{prefix} {target}` that Sluice writes itself
+    /// ([`RecordedSpan`]), under the same sampling as [`Self::start_span`]:
+    /// for the spans every traced request has, where the SDK's span record
+    /// (attributes as `KeyValue`s, a `SpanData` moved through the
+    /// processor) cost more than the span is worth.
+    pub fn record_span(
+        &self,
+        kind: SpanKind,
+        parent: &Context,
+        name: (&str, &str),
+    ) -> Option<RecordedSpan> {
+        let tracing = self.tracing.as_ref()?;
+        let remote = parent.span();
+        let parent_ids = remote.span_context();
+        if !tracing.sampled(parent_ids) {
+            return None;
+        }
+        let ids = RandomIdGenerator::default();
+        let (trace_id, trace_state, parent_span_id, parent_is_remote) = if parent_ids.is_valid() {
+            (
+                parent_ids.trace_id(),
+                parent_ids.trace_state().clone(),
+                parent_ids.span_id(),
+                parent_ids.is_remote(),
+            )
+        } else {
+            (
+                ids.new_trace_id(),
+                TraceState::default(),
+                SpanId::INVALID,
+                false,
+            )
+        };
+        let context = SpanContext::new(
+            trace_id,
+            ids.new_span_id(),
+            TraceFlags::SAMPLED,
+            false,
+            trace_state,
+        );
+        let body = otlp::SpanBody::start(&context, parent_span_id, &kind, name, SystemTime::now());
+        Some(RecordedSpan {
+            body,
+            context,
+            parent_is_remote,
+            error: None,
+            sink: Arc::clone(&tracing.sink),
+        })
     }
 
     /// Exports what is queued, then stops exporting.
@@ -305,12 +362,59 @@ fn start_tracing(config: &Config, url: &str) -> anyhow::Result<Tracing> {
         sampling_ratio = t.sampling_ratio,
         "exporting traces over OTLP/HTTP"
     );
+    let sink = Arc::new(queue.sink(InstrumentationScope::builder(SCOPE).build()));
     Ok(Tracing {
         tracer,
         provider,
         queue,
+        sink,
         sampling_ratio: t.sampling_ratio,
     })
+}
+
+/// A span Sluice writes itself, as OTLP bytes while it happens
+/// ([`otlp::SpanBody`]); it ends, and is queued for export, when dropped.
+#[derive(Debug)]
+pub struct RecordedSpan {
+    body: otlp::SpanBody,
+    context: SpanContext,
+    parent_is_remote: bool,
+    error: Option<String>,
+    sink: Arc<export::SpanSink>,
+}
+
+impl RecordedSpan {
+    /// The span's ids, for its children and the records' `traceparent`.
+    pub fn span_context(&self) -> &SpanContext {
+        &self.context
+    }
+
+    /// Adds a string attribute.
+    pub fn str_attribute(&mut self, key: &str, value: &str) {
+        self.body.str_attribute(key, value);
+    }
+
+    /// Adds an integer attribute.
+    pub fn i64_attribute(&mut self, key: &str, value: i64) {
+        self.body.i64_attribute(key, value);
+    }
+
+    /// Marks the span failed, with `description`.
+    pub fn set_error(&mut self, description: impl Into<String>) {
+        self.error = Some(description.into());
+    }
+}
+
+impl Drop for RecordedSpan {
+    fn drop(&mut self) {
+        self.body.finish(
+            &self.context,
+            self.parent_is_remote,
+            SystemTime::now(),
+            self.error.as_deref(),
+        );
+        self.sink.push(self.body.bytes());
+    }
 }
 
 /// Holds one unit of a gauge (an open connection, a running

@@ -209,6 +209,93 @@ pub fn put_span_field(out: &mut Vec<u8>, span: &SpanData) {
     put_message(out, 2, |out| put_span(out, span));
 }
 
+/// The body of a `ScopeSpans.spans` field (a `Span` message) framed as
+/// that field: tag and length, then `body`.
+pub fn put_framed_span(out: &mut Vec<u8>, body: &[u8]) {
+    put_tag(out, 2, LEN);
+    put_varint(out, body.len() as u64);
+    out.extend_from_slice(body);
+}
+
+/// A `Span` message written while the span happens, for the spans Sluice
+/// records itself (the HTTP server span and the produce span): the ids,
+/// name, kind and start when it starts, each attribute as it becomes known
+/// (straight from `&str`, no `KeyValue`), the end, status and flags when
+/// it ends. Protobuf reads a message's fields in any order, and repeated
+/// fields in the order written, so the result decodes as the same span the
+/// SDK path would encode (`put_span`).
+#[derive(Debug)]
+pub struct SpanBody(Vec<u8>);
+
+impl SpanBody {
+    /// A started span named `{prefix} {target}`.
+    pub fn start(
+        context: &SpanContext,
+        parent_span_id: SpanId,
+        kind: &SpanKind,
+        (prefix, target): (&str, &str),
+        start: SystemTime,
+    ) -> Self {
+        let mut out = Vec::with_capacity(384);
+        put_len_field(&mut out, 1, &context.trace_id().to_bytes());
+        put_len_field(&mut out, 2, &context.span_id().to_bytes());
+        put_string(&mut out, 3, &context.trace_state().header());
+        if parent_span_id != SpanId::INVALID {
+            put_len_field(&mut out, 4, &parent_span_id.to_bytes());
+        }
+        put_tag(&mut out, 5, LEN);
+        put_varint(&mut out, (prefix.len() + 1 + target.len()) as u64);
+        out.extend_from_slice(prefix.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(target.as_bytes());
+        put_varint_field(&mut out, 6, span_kind(kind));
+        put_fixed64(&mut out, 7, nanos(start));
+        Self(out)
+    }
+
+    /// Adds a string attribute.
+    pub fn str_attribute(&mut self, key: &str, value: &str) {
+        put_message(&mut self.0, 9, |out| {
+            put_string(out, 1, key);
+            put_message(out, 2, |out| put_len_field(out, 1, value.as_bytes()));
+        });
+    }
+
+    /// Adds an integer attribute.
+    pub fn i64_attribute(&mut self, key: &str, value: i64) {
+        put_message(&mut self.0, 9, |out| {
+            put_string(out, 1, key);
+            put_message(out, 2, |out| put_i64(out, value));
+        });
+    }
+
+    /// Ends the span: its end time, an error status if `error` is some
+    /// (with that description), and its flags.
+    pub fn finish(
+        &mut self,
+        context: &SpanContext,
+        parent_is_remote: bool,
+        end: SystemTime,
+        error: Option<&str>,
+    ) {
+        let out = &mut self.0;
+        put_fixed64(out, 8, nanos(end));
+        // As `put_span` writes it: an unset status is an empty message.
+        put_message(out, 15, |out| {
+            if let Some(description) = error {
+                put_string(out, 2, description);
+                put_varint_field(out, 3, 2);
+            }
+        });
+        put_fixed32(out, 16, flags(context, parent_is_remote));
+    }
+
+    /// The message's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 fn put_scope(out: &mut Vec<u8>, scope: &InstrumentationScope) {
     put_string(out, 1, scope.name());
     put_string(out, 2, scope.version().unwrap_or_default());
@@ -240,7 +327,8 @@ fn flags(context: &SpanContext, parent_is_remote: bool) -> u32 {
     flags
 }
 
-fn put_span(out: &mut Vec<u8>, span: &SpanData) {
+/// A span record as the body of a `Span` message (unframed).
+pub fn put_span(out: &mut Vec<u8>, span: &SpanData) {
     let context = &span.span_context;
     put_len_field(out, 1, &context.trace_id().to_bytes());
     put_len_field(out, 2, &context.span_id().to_bytes());
@@ -359,6 +447,18 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+/// Writes `v` as a varint at the start of `out`; returns its length.
+fn varint_into(out: &mut [u8; 10], mut v: u64) -> usize {
+    let mut n = 0;
+    while v >= 0x80 {
+        out[n] = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    out[n] = v as u8;
+    n + 1
+}
+
 fn put_tag(out: &mut Vec<u8>, field: u32, wire_type: u32) {
     put_varint(out, u64::from((field << 3) | wire_type));
 }
@@ -382,9 +482,9 @@ fn put_message(out: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut Vec<u8>)) {
     if len < 0x80 {
         out[at] = len as u8;
     } else {
-        let mut prefix = Vec::with_capacity(10);
-        put_varint(&mut prefix, len as u64);
-        out.splice(at..=at, prefix);
+        let mut prefix = [0u8; 10];
+        let n = varint_into(&mut prefix, len as u64);
+        out.splice(at..=at, prefix[..n].iter().copied());
     }
 }
 
@@ -596,6 +696,69 @@ pub(crate) mod tests {
         // Nothing is written twice or left out: the reference encoding of
         // the same request has the same length.
         assert_eq!(written.len(), expected.encoded_len());
+    }
+
+    /// What `SpanBody` writes decodes as the span the SDK path writes for
+    /// the same record: with and without a parent (remote or not), trace
+    /// state, string and integer attributes (long ones too), an error status.
+    #[test]
+    fn a_span_written_as_it_happens_is_the_span_the_sdk_path_writes() {
+        use opentelemetry_proto::tonic::trace::v1::Span as ProtoSpan;
+        let long = "z".repeat(300);
+        for (parent, remote, state, error) in [
+            (SpanId::INVALID, false, "", None),
+            (
+                SpanId::from(0xb7ad6b7169203331),
+                true,
+                "vendor=x",
+                Some("home down"),
+            ),
+            (SpanId::from(7), false, "", Some("")),
+        ] {
+            let context = context(0x0af7651916cd43dd8448eb211c80319c, 42, state, false);
+            let (start, end) = (at(1_700_000_000_000_000_001), at(1_700_000_000_900_000_000));
+            let mut body = SpanBody::start(
+                &context,
+                parent,
+                &SpanKind::Producer,
+                ("send", "orders"),
+                start,
+            );
+            body.str_attribute("messaging.destination.name", "orders");
+            body.str_attribute("empty", "");
+            body.i64_attribute("messaging.batch.message_count", 10);
+            body.i64_attribute("negative", -3);
+            body.str_attribute("long", &long);
+            body.finish(&context, remote, end, error);
+            let sdk = SpanData {
+                span_context: context.clone(),
+                parent_span_id: parent,
+                parent_span_is_remote: remote,
+                span_kind: SpanKind::Producer,
+                name: Cow::Borrowed("send orders"),
+                start_time: start,
+                end_time: end,
+                attributes: vec![
+                    KeyValue::new("messaging.destination.name", "orders"),
+                    KeyValue::new("empty", ""),
+                    KeyValue::new("messaging.batch.message_count", 10_i64),
+                    KeyValue::new("negative", -3_i64),
+                    KeyValue::new("long", long.clone()),
+                ],
+                dropped_attributes_count: 0,
+                events: SpanEvents::default(),
+                links: SpanLinks::default(),
+                status: error.map_or(Status::Unset, |e| Status::error(e.to_owned())),
+                instrumentation_scope: InstrumentationScope::builder("sluice").build(),
+            };
+            let mut reference = Vec::new();
+            put_span(&mut reference, &sdk);
+            assert_eq!(
+                ProtoSpan::decode(body.bytes()).expect("valid protobuf"),
+                ProtoSpan::decode(reference.as_slice()).unwrap(),
+            );
+            assert_eq!(body.bytes().len(), reference.len());
+        }
     }
 
     #[test]
