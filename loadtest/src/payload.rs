@@ -309,17 +309,13 @@ impl BodyBuilder {
                 .map(|k| self.keys[k as usize].as_str());
             out.push('{');
             if let Some(key) = key {
-                match self.protocol {
-                    ProduceProtocol::RestV3 => {
-                        out.push_str("\"key\":{\"type\":\"STRING\",\"data\":\"")
-                    }
-                    _ => out.push_str("\"key\":\""),
-                }
+                let (open, close) = match self.protocol {
+                    ProduceProtocol::RestV3 => ("\"key\":{\"type\":\"STRING\",\"data\":\"", "\"},"),
+                    _ => ("\"key\":\"", "\","),
+                };
+                out.push_str(open);
                 out.push_str(key);
-                match self.protocol {
-                    ProduceProtocol::RestV3 => out.push_str("\"},"),
-                    _ => out.push_str("\","),
-                }
+                out.push_str(close);
             }
             match self.protocol {
                 ProduceProtocol::RestV2Binary | ProduceProtocol::Ws => {
@@ -334,19 +330,17 @@ impl BodyBuilder {
                     }
                     out.push_str("\"}");
                 }
-                ProduceProtocol::RestV2Json | ProduceProtocol::RestV3 => {
-                    if self.protocol == ProduceProtocol::RestV3 {
-                        out.push_str("\"value\":{\"type\":\"STRING\",\"data\":\"");
-                    } else {
-                        out.push_str("\"value\":\"");
-                    }
+                ProduceProtocol::RestV2Json => {
+                    out.push_str("\"value\":\"");
                     out.push_str(std::str::from_utf8(&stamp).unwrap_or_default());
                     push_padding(out, self.padding);
-                    if self.protocol == ProduceProtocol::RestV3 {
-                        out.push_str("\"}}");
-                    } else {
-                        out.push_str("\"}");
-                    }
+                    out.push_str("\"}");
+                }
+                ProduceProtocol::RestV3 => {
+                    out.push_str("\"value\":{\"type\":\"STRING\",\"data\":\"");
+                    out.push_str(std::str::from_utf8(&stamp).unwrap_or_default());
+                    push_padding(out, self.padding);
+                    out.push_str("\"}}");
                 }
             }
         }

@@ -165,8 +165,6 @@ where
                     request
                         .extensions_mut()
                         .insert(RequestContext(parent.clone()));
-                }
-                if ids.is_valid() {
                     tracing::info_span!(
                         "request",
                         http.request.method = method,

@@ -237,19 +237,14 @@ impl SpanBody {
         start: SystemTime,
     ) -> Self {
         let mut out = Vec::with_capacity(384);
-        put_len_field(&mut out, 1, &context.trace_id().to_bytes());
-        put_len_field(&mut out, 2, &context.span_id().to_bytes());
-        put_string(&mut out, 3, &context.trace_state().header());
-        if parent_span_id != SpanId::INVALID {
-            put_len_field(&mut out, 4, &parent_span_id.to_bytes());
-        }
-        put_tag(&mut out, 5, LEN);
-        put_varint(&mut out, (prefix.len() + 1 + target.len()) as u64);
-        out.extend_from_slice(prefix.as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(target.as_bytes());
-        put_varint_field(&mut out, 6, span_kind(kind));
-        put_fixed64(&mut out, 7, nanos(start));
+        put_span_head(
+            &mut out,
+            context,
+            parent_span_id,
+            &[prefix, " ", target],
+            kind,
+            start,
+        );
         Self(out)
     }
 
@@ -280,13 +275,10 @@ impl SpanBody {
     ) {
         let out = &mut self.0;
         put_fixed64(out, 8, nanos(end));
-        // As `put_span` writes it: an unset status is an empty message.
-        put_message(out, 15, |out| {
-            if let Some(description) = error {
-                put_string(out, 2, description);
-                put_varint_field(out, 3, 2);
-            }
-        });
+        match error {
+            Some(description) => put_status(out, STATUS_ERROR, description),
+            None => put_status(out, STATUS_UNSET, ""),
+        }
         put_fixed32(out, 16, flags(context, parent_is_remote));
     }
 
@@ -330,15 +322,14 @@ fn flags(context: &SpanContext, parent_is_remote: bool) -> u32 {
 /// A span record as the body of a `Span` message (unframed).
 pub fn put_span(out: &mut Vec<u8>, span: &SpanData) {
     let context = &span.span_context;
-    put_len_field(out, 1, &context.trace_id().to_bytes());
-    put_len_field(out, 2, &context.span_id().to_bytes());
-    put_string(out, 3, &context.trace_state().header());
-    if span.parent_span_id != SpanId::INVALID {
-        put_len_field(out, 4, &span.parent_span_id.to_bytes());
-    }
-    put_string(out, 5, &span.name);
-    put_varint_field(out, 6, span_kind(&span.span_kind));
-    put_fixed64(out, 7, nanos(span.start_time));
+    put_span_head(
+        out,
+        context,
+        span.parent_span_id,
+        &[&span.name],
+        &span.span_kind,
+        span.start_time,
+    );
     put_fixed64(out, 8, nanos(span.end_time));
     for kv in &span.attributes {
         put_key_value_field(out, 9, kv);
@@ -369,16 +360,54 @@ pub fn put_span(out: &mut Vec<u8>, span: &SpanData) {
         });
     }
     put_varint_field(out, 14, u64::from(span.links.dropped_count));
-    // `Status { message = 2; code = 3 }`: unset 0, ok 1, error 2.
-    put_message(out, 15, |out| match &span.status {
-        Status::Unset => {}
-        Status::Ok => put_varint_field(out, 3, 1),
-        Status::Error { description } => {
-            put_string(out, 2, description);
-            put_varint_field(out, 3, 2);
-        }
-    });
+    match &span.status {
+        Status::Unset => put_status(out, STATUS_UNSET, ""),
+        Status::Ok => put_status(out, STATUS_OK, ""),
+        Status::Error { description } => put_status(out, STATUS_ERROR, description),
+    }
     put_fixed32(out, 16, flags(context, span.parent_span_is_remote));
+}
+
+/// A span's fields known when it starts: trace and span ids, trace state,
+/// parent, name (the concatenation of `name`), kind, start time.
+fn put_span_head(
+    out: &mut Vec<u8>,
+    context: &SpanContext,
+    parent_span_id: SpanId,
+    name: &[&str],
+    kind: &SpanKind,
+    start: SystemTime,
+) {
+    put_len_field(out, 1, &context.trace_id().to_bytes());
+    put_len_field(out, 2, &context.span_id().to_bytes());
+    put_string(out, 3, &context.trace_state().header());
+    if parent_span_id != SpanId::INVALID {
+        put_len_field(out, 4, &parent_span_id.to_bytes());
+    }
+    let len: usize = name.iter().map(|part| part.len()).sum();
+    if len > 0 {
+        put_tag(out, 5, LEN);
+        put_varint(out, len as u64);
+        for part in name {
+            out.extend_from_slice(part.as_bytes());
+        }
+    }
+    put_varint_field(out, 6, span_kind(kind));
+    put_fixed64(out, 7, nanos(start));
+}
+
+/// `Status.code` values.
+const STATUS_UNSET: u64 = 0;
+const STATUS_OK: u64 = 1;
+const STATUS_ERROR: u64 = 2;
+
+/// `Status { message = 2; code = 3 }` as field 15; an unset status is an
+/// empty message.
+fn put_status(out: &mut Vec<u8>, code: u64, description: &str) {
+    put_message(out, 15, |out| {
+        put_string(out, 2, description);
+        put_varint_field(out, 3, code);
+    });
 }
 
 /// `KeyValue { key = 1; AnyValue value = 2 }` as field `field`.
@@ -439,12 +468,10 @@ fn put_f64(out: &mut Vec<u8>, f: f64) {
     out.extend_from_slice(&f.to_le_bytes());
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
+fn put_varint(out: &mut Vec<u8>, v: u64) {
+    let mut bytes = [0u8; 10];
+    let n = varint_into(&mut bytes, v);
+    out.extend_from_slice(&bytes[..n]);
 }
 
 /// Writes `v` as a varint at the start of `out`; returns its length.
