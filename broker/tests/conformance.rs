@@ -362,13 +362,28 @@ async fn keyed_records_land_on_the_murmur2_partition(b: &Backend) {
         per_partition.len() > 3,
         "60 keys spread over the partitions"
     );
+    let answered: BTreeMap<&str, Option<u64>> = keys
+        .iter()
+        .map(String::as_str)
+        .zip(produced.iter().map(|p| p.offset))
+        .collect();
     for (partition, expected) in per_partition {
-        let read: Vec<String> = read_to_end(c, "keyed", partition, 0)
-            .await
-            .into_iter()
-            .map(|r| String::from_utf8(r.key.expect("key").to_vec()).expect("utf-8"))
+        let read = read_to_end(c, "keyed", partition, 0).await;
+        let read_keys: Vec<String> = read
+            .iter()
+            .map(|r| String::from_utf8(r.key.clone().expect("key").to_vec()).expect("utf-8"))
             .collect();
-        assert_eq!(read, expected, "partition {partition} in produce order");
+        assert_eq!(
+            read_keys, expected,
+            "partition {partition} in produce order"
+        );
+        for (record, key) in read.iter().zip(&read_keys) {
+            assert_eq!(
+                answered[key.as_str()],
+                Some(record.offset),
+                "the offset answered for {key} is where it was read"
+            );
+        }
     }
 }
 
@@ -1120,4 +1135,55 @@ async fn kafka_produce_waits_for_room_when_the_producer_queue_is_full() {
     let read = read_to_end(&*cluster, "narrow", 0, 0).await;
     assert_eq!(read.len(), 300);
     assert_eq!(read[299].value.as_deref(), Some(&b"v299"[..]));
+}
+
+/// The same with keyed records over three partitions: the producer's queue
+/// fills partway through a partition's records again and again; every
+/// record is acknowledged once, at the offset it is read back from, in
+/// call order within its partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_keyed_produce_over_partitions_survives_a_full_queue() {
+    let testbed = KafkaTestbed::start(1).await.expect("tansu test bed starts");
+    let config = KafkaConfig {
+        bootstrap_servers: testbed.bootstrap(0),
+        request_timeout_ms: 10_000,
+        properties: BTreeMap::from([("queue.buffering.max.messages".to_owned(), "7".to_owned())]),
+    };
+    let cluster = KafkaCluster::connect("kafka-small-queue", &config).expect("kafka cluster");
+    cluster.create_topic("spread", 3).await.expect("create");
+    let keys: Vec<String> = (0..200).map(|i| format!("k{}", i % 23)).collect();
+    let records: Vec<_> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| record(Some(k), &format!("v{i}")))
+        .collect();
+    let produced = cluster
+        .produce("spread", records, Acks::All)
+        .await
+        .expect("every record goes through, room after room");
+    assert_eq!(produced.len(), 200);
+    let mut next = [0u64; 3];
+    for (i, (p, key)) in produced.iter().zip(&keys).enumerate() {
+        assert_eq!(
+            p.partition,
+            partition_for_key(key.as_bytes(), 3),
+            "record {i}"
+        );
+        assert_eq!(p.offset, Some(next[p.partition as usize]), "record {i}");
+        next[p.partition as usize] += 1;
+    }
+    for partition in 0..3 {
+        let read = read_to_end(&*cluster, "spread", partition, 0).await;
+        let expected: Vec<String> = produced
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.partition == partition)
+            .map(|(i, _)| format!("v{i}"))
+            .collect();
+        let got: Vec<String> = read
+            .iter()
+            .map(|r| String::from_utf8(r.value.clone().expect("value").to_vec()).expect("utf-8"))
+            .collect();
+        assert_eq!(got, expected, "partition {partition}");
+    }
 }

@@ -8,6 +8,8 @@
 //! - [`config`]: librdkafka settings per client (defaults, the config's
 //!   `properties`, pinned settings) and the clients' context (logs).
 //! - [`producer`]: partition choice and the idempotent producer.
+//! - `batch`: records handed to librdkafka a partition's run per call
+//!   (its C API directly: the crate's one `unsafe` code).
 //! - [`reader`]: the reader pool serving `fetch`, and the probes that find
 //!   where a log ends (the `latest` offset).
 //! - [`metadata`]: metadata, watermarks, offsets by timestamp, health, and
@@ -19,6 +21,7 @@
 //! How each operation maps to Kafka is described in `docs/kafka.md`.
 
 pub mod admin;
+mod batch;
 pub mod config;
 pub mod errors;
 pub mod groups;

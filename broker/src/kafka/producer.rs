@@ -23,6 +23,7 @@ use rdkafka::{ClientContext, Timestamp};
 use sluice_config::KafkaConfig;
 use tokio::sync::Notify;
 
+use super::batch::{self, TopicHandle, TopicHandles, Unstamped};
 use super::config::{self, Context, Role};
 use super::errors::{self, unavailable};
 use super::Deadline;
@@ -62,6 +63,8 @@ struct Placed {
     value: Option<Bytes>,
     headers: Vec<Header>,
     timestamp_ms: i64,
+    /// The client gave the timestamp (else it is the time of the call).
+    stamped: bool,
 }
 
 impl ProducerHandle {
@@ -94,7 +97,7 @@ impl ProducerHandle {
     /// Replaces the producer if librdkafka declared it unusable, or if it
     /// stalled (and was not renewed for a stall within the request timeout).
     fn renew_if_broken(&self, seen: &Arc<KafkaProducer>, stalled: bool) {
-        let (code, reason) = match seen.client().fatal_error() {
+        let (code, reason) = match seen.client.client().fatal_error() {
             Some((code, reason)) => (Some(code), reason),
             None if stalled => {
                 let mut renewed = super::lock(&self.renewed_at);
@@ -145,11 +148,13 @@ impl ProducerHandle {
         let placed = self.place(topic, partitions, records)?;
         let producer = self.current()?;
         let request = Request::new(placed.len());
+        let mode = Mode::choose(&producer, topic, &placed);
         let sending = Sending {
             cluster: Arc::clone(&self.cluster),
             producer: Arc::clone(&producer),
             topic: topic.to_owned(),
             placed,
+            mode,
             acks,
             limit: self.message_max_bytes,
             deadline,
@@ -211,6 +216,7 @@ impl ProducerHandle {
                 value: record.value,
                 headers: record.headers,
                 timestamp_ms: record.timestamp_ms.unwrap_or(now),
+                stamped: record.timestamp_ms.is_some(),
             });
         }
         Ok(placed)
@@ -224,6 +230,7 @@ impl ProducerHandle {
         let cluster = Arc::clone(&self.cluster);
         tokio::task::spawn_blocking(move || {
             producer
+                .client
                 .flush(timeout)
                 .map_err(|e| unavailable(&cluster, "flushing the producer", e))
         })
@@ -238,13 +245,27 @@ impl Drop for ProducerHandle {
     }
 }
 
-/// The producer of a cluster.
-type KafkaProducer = ThreadedProducer<ProduceContext>;
+/// The producer of a cluster, with the topic handles of its batch path.
+struct KafkaProducer {
+    /// Declared before the client so that it is dropped first: librdkafka
+    /// wants topic handles destroyed before their client.
+    topics: TopicHandles,
+    client: ThreadedProducer<ProduceContext>,
+}
 
 fn create(cluster: &Arc<str>, config: &KafkaConfig) -> Result<KafkaProducer, BrokerError> {
-    config::client_config(cluster, config, &Role::Producer)
-        .create_with_context(ProduceContext(Context::new(cluster, &Role::Producer)))
-        .map_err(|e| unavailable(cluster, "creating the producer", e))
+    let client: ThreadedProducer<ProduceContext> =
+        config::client_config(cluster, config, &Role::Producer)
+            .create_with_context(ProduceContext(Context::new(cluster, &Role::Producer)))
+            .map_err(|e| unavailable(cluster, "creating the producer", e))?;
+    let topics = TopicHandles::new(client.client().native_ptr()).ok_or_else(|| {
+        unavailable(
+            cluster,
+            "creating the producer",
+            "librdkafka returned no client",
+        )
+    })?;
+    Ok(KafkaProducer { topics, client })
 }
 
 /// The producer's context: logs and errors as every client's, and each
@@ -327,12 +348,41 @@ impl Request {
     }
 }
 
+/// How a produce call's records go to librdkafka.
+enum Mode {
+    /// One `rd_kafka_producev` call per record, in call order: records
+    /// with headers or timestamps of their own, which the batch call
+    /// cannot carry.
+    EachRecord,
+    /// One `rd_kafka_produce_batch` call per partition: `order` is the
+    /// records' indices grouped by partition, in call order within each.
+    Runs {
+        topic: TopicHandle,
+        order: Vec<usize>,
+    },
+}
+
+impl Mode {
+    fn choose(producer: &KafkaProducer, topic: &str, placed: &[Placed]) -> Self {
+        if !placed.iter().all(|r| r.headers.is_empty() && !r.stamped) {
+            return Self::EachRecord;
+        }
+        let Some(topic) = producer.topics.get(topic) else {
+            return Self::EachRecord;
+        };
+        let mut order: Vec<usize> = (0..placed.len()).collect();
+        order.sort_by_key(|&i| placed[i].partition); // stable: call order kept
+        Self::Runs { topic, order }
+    }
+}
+
 /// One produce call's records on their way to librdkafka.
 struct Sending {
     cluster: Arc<str>,
     producer: Arc<KafkaProducer>,
     topic: String,
     placed: Vec<Placed>,
+    mode: Mode,
     acks: Acks,
     limit: usize,
     deadline: Deadline,
@@ -340,9 +390,58 @@ struct Sending {
 }
 
 impl Sending {
-    /// Hands the records from `first` on to librdkafka, without waiting;
-    /// returns where its queue was full, if it was.
+    /// Hands the records from position `first` on to librdkafka, without
+    /// waiting; returns where its queue was full, if it was.
     fn send_from(&self, first: usize) -> Result<Option<usize>, BrokerError> {
+        match &self.mode {
+            Mode::EachRecord => self.send_each_from(first),
+            Mode::Runs { topic, order } => self.send_runs_from(*topic, order, first),
+        }
+    }
+
+    /// A run of records of one partition per call, from position `first`
+    /// of `order` on.
+    fn send_runs_from(
+        &self,
+        topic: TopicHandle,
+        order: &[usize],
+        first: usize,
+    ) -> Result<Option<usize>, BrokerError> {
+        let mut start = first;
+        let mut run = Vec::new();
+        while let Some(&head) = order.get(start) {
+            let partition = self.placed[head].partition;
+            let len = order[start..]
+                .iter()
+                .take_while(|&&i| self.placed[i].partition == partition)
+                .count();
+            run.clear();
+            run.extend(order[start..start + len].iter().map(|&i| Unstamped {
+                key: self.placed[i].key.as_deref(),
+                value: self.placed[i].value.as_deref(),
+            }));
+            match batch::produce(topic, partition as i32, &run, &self.request) {
+                (_, None) => {}
+                (taken, Some(RDKafkaErrorCode::QueueFull)) => return Ok(Some(start + taken)),
+                // Records taken before this one still report into the
+                // request; nobody waits for it any more.
+                (taken, Some(code)) => {
+                    return Err(produce_error(
+                        &self.cluster,
+                        &self.topic,
+                        &self.placed[order[start + taken]],
+                        self.limit,
+                        &KafkaError::MessageProduction(code),
+                    ))
+                }
+            }
+            start += len;
+        }
+        Ok(None)
+    }
+
+    /// One record per call, from record `first` on.
+    fn send_each_from(&self, first: usize) -> Result<Option<usize>, BrokerError> {
         for (i, record) in self.placed.iter().enumerate().skip(first) {
             let mut out: BaseRecord<'_, [u8], [u8], Arc<Request>> =
                 BaseRecord::with_opaque_to(&self.topic, Arc::clone(&self.request))
@@ -366,7 +465,7 @@ impl Sending {
             if let Some(value) = &record.value {
                 out = out.payload(&value[..]);
             }
-            match self.producer.send(out) {
+            match self.producer.client.send(out) {
                 Ok(()) => {}
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     return Ok(Some(i));
@@ -530,6 +629,7 @@ mod tests {
             value: None,
             headers: Vec::new(),
             timestamp_ms,
+            stamped: true,
         }
     }
 
