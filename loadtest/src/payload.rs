@@ -320,12 +320,20 @@ impl BodyBuilder {
             match self.protocol {
                 ProduceProtocol::RestV2Binary | ProduceProtocol::Ws => {
                     out.push_str("\"value\":\"");
-                    if self.padding == 0 {
-                        BASE64.encode_string(stamp, out);
+                    // Encoded on the stack and pushed once: the engine's
+                    // `encode_string` goes through its chunked encoder.
+                    let mut text = [0u8; (STAMP_BYTES + 1).div_ceil(3) * 4];
+                    let written = if self.padding == 0 {
+                        BASE64.encode_slice(stamp, &mut text)
                     } else {
                         let mut head = [b'.'; STAMP_BYTES + 1];
                         head[..STAMP_BYTES].copy_from_slice(&stamp);
-                        BASE64.encode_string(head, out);
+                        BASE64.encode_slice(head, &mut text)
+                    };
+                    // The buffer fits either input, so encoding cannot fail.
+                    let text = written.map_or(&[][..], |n| &text[..n]);
+                    out.push_str(std::str::from_utf8(text).unwrap_or_default());
+                    if self.padding != 0 {
                         out.push_str(&self.padding_base64);
                     }
                     out.push_str("\"}");
