@@ -1111,18 +1111,28 @@ async fn kafka_readers_are_reused_while_tailing_and_bounded() {
     assert!(cluster.open_readers() <= sluice_broker::kafka::reader::DEFAULT_MAX_READERS);
 }
 
+/// A broker of its own and a Kafka cluster on it whose producer queue
+/// holds `messages` records.
+async fn small_queue_cluster(messages: u32) -> (KafkaTestbed, Arc<KafkaCluster>) {
+    let testbed = KafkaTestbed::start(1).await.expect("tansu test bed starts");
+    let config = KafkaConfig {
+        bootstrap_servers: testbed.bootstrap(0),
+        request_timeout_ms: 10_000,
+        properties: BTreeMap::from([(
+            "queue.buffering.max.messages".to_owned(),
+            messages.to_string(),
+        )]),
+    };
+    let cluster = KafkaCluster::connect("kafka-small-queue", &config).expect("kafka cluster");
+    (testbed, cluster)
+}
+
 /// librdkafka's queue holds 10 messages here: a produce of 300 records
 /// fills it again and again, and waits for room each time; every record is
 /// acknowledged, in call order, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_produce_waits_for_room_when_the_producer_queue_is_full() {
-    let testbed = KafkaTestbed::start(1).await.expect("tansu test bed starts");
-    let config = KafkaConfig {
-        bootstrap_servers: testbed.bootstrap(0),
-        request_timeout_ms: 10_000,
-        properties: BTreeMap::from([("queue.buffering.max.messages".to_owned(), "10".to_owned())]),
-    };
-    let cluster = KafkaCluster::connect("kafka-small-queue", &config).expect("kafka cluster");
+    let (_testbed, cluster) = small_queue_cluster(10).await;
     cluster.create_topic("narrow", 1).await.expect("create");
     let records: Vec<_> = (0..300).map(|i| record(None, &format!("v{i}"))).collect();
     let produced = cluster
@@ -1143,13 +1153,7 @@ async fn kafka_produce_waits_for_room_when_the_producer_queue_is_full() {
 /// call order within its partition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_keyed_produce_over_partitions_survives_a_full_queue() {
-    let testbed = KafkaTestbed::start(1).await.expect("tansu test bed starts");
-    let config = KafkaConfig {
-        bootstrap_servers: testbed.bootstrap(0),
-        request_timeout_ms: 10_000,
-        properties: BTreeMap::from([("queue.buffering.max.messages".to_owned(), "7".to_owned())]),
-    };
-    let cluster = KafkaCluster::connect("kafka-small-queue", &config).expect("kafka cluster");
+    let (_testbed, cluster) = small_queue_cluster(7).await;
     cluster.create_topic("spread", 3).await.expect("create");
     let keys: Vec<String> = (0..200).map(|i| format!("k{}", i % 23)).collect();
     let records: Vec<_> = keys
