@@ -10,6 +10,10 @@
 //! before delivery (acks=0 reports it too) and matches the embedded
 //! backend: explicit partition, else murmur2 of the key (Java's and
 //! librdkafka's `murmur2_random`), else one partition per call, rotating.
+//!
+//! A call whose records carry no headers or timestamps of their own goes
+//! to librdkafka one partition's run per call (the `batch` module); any
+//! other goes one record per call.
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
