@@ -62,6 +62,14 @@ pub enum KeyDistribution {
 }
 
 impl KeyDistribution {
+    /// How many distinct keys it draws from (0 for none).
+    pub fn count(&self) -> u32 {
+        match *self {
+            Self::None => 0,
+            Self::Uniform(k) | Self::Zipf(k, _) => k,
+        }
+    }
+
     /// Parses `none`, `uniform:K`, `zipf:K` or `zipf:K:EXPONENT` (default 1.0).
     pub fn parse(s: &str) -> anyhow::Result<Self> {
         let parts: Vec<&str> = s.split(':').collect();
@@ -163,9 +171,7 @@ impl Stamp {
 
     /// Writes the stamp and pads with `.` to `size` bytes.
     pub fn write_value(&self, size: usize, out: &mut String) {
-        // The stamp is ASCII hex.
-        out.push_str(std::str::from_utf8(&self.to_bytes()).unwrap_or_default());
-        push_padding(out, size.saturating_sub(STAMP_BYTES));
+        push_text_value(out, &self.to_bytes(), size.saturating_sub(STAMP_BYTES));
     }
 
     /// Reads a stamp from a value (a JSON string's quotes allowed).
@@ -185,6 +191,12 @@ impl Stamp {
             sent_us: hex(25..41)?,
         })
     }
+}
+
+/// Appends a stamp's bytes (ASCII hex) and `padding` bytes of `.`.
+fn push_text_value(out: &mut String, stamp: &[u8; STAMP_BYTES], padding: usize) {
+    out.push_str(std::str::from_utf8(stamp).unwrap_or_default());
+    push_padding(out, padding);
 }
 
 /// Appends `n` bytes of `.`.
@@ -238,11 +250,7 @@ impl BodyBuilder {
         acks: Option<&str>,
     ) -> Self {
         let picker = KeyPicker::new(keys);
-        let count = match keys {
-            KeyDistribution::None => 0,
-            KeyDistribution::Uniform(k) | KeyDistribution::Zipf(k, _) => *k,
-        };
-        let keys = (0..count)
+        let keys = (0..keys.count())
             .map(|i| {
                 let key = format!("key-{i}");
                 match protocol {
@@ -340,14 +348,12 @@ impl BodyBuilder {
                 }
                 ProduceProtocol::RestV2Json => {
                     out.push_str("\"value\":\"");
-                    out.push_str(std::str::from_utf8(&stamp).unwrap_or_default());
-                    push_padding(out, self.padding);
+                    push_text_value(out, &stamp, self.padding);
                     out.push_str("\"}");
                 }
                 ProduceProtocol::RestV3 => {
                     out.push_str("\"value\":{\"type\":\"STRING\",\"data\":\"");
-                    out.push_str(std::str::from_utf8(&stamp).unwrap_or_default());
-                    push_padding(out, self.padding);
+                    push_text_value(out, &stamp, self.padding);
                     out.push_str("\"}}");
                 }
             }
