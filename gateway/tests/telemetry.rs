@@ -379,6 +379,16 @@ async fn sse_records(response: &mut reqwest::Response, n: usize) -> Vec<Value> {
     out
 }
 
+/// A gateway exporting to `collector` that starts new traces with
+/// probability `ratio`.
+async fn sampled_gateway(collector: &Collector, ratio: f64) -> TestGateway {
+    TestGateway::start_with(|c| {
+        c.tracing.otlp_endpoint = Some(collector.url.clone());
+        c.tracing.sampling_ratio = ratio;
+    })
+    .await
+}
+
 /// Produces one record over REST, with the client's `traceparent` if given.
 async fn produce_one(gw: &TestGateway, topic: &str, value: &str, traceparent: Option<String>) {
     let mut request = gw
@@ -404,13 +414,8 @@ async fn stored(gw: &TestGateway, topic: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsampled_produces_write_no_header_and_sse_deliveries_follow_the_producer() {
     let collector = Collector::start().await;
-    let gw = TestGateway::start_with(|c| {
-        c.tracing.otlp_endpoint = Some(collector.url.clone());
-        c.tracing.service_name = "sluice-sampled".into();
-        // New traces are never sampled; a client's sampled trace is followed.
-        c.tracing.sampling_ratio = 0.0;
-    })
-    .await;
+    // New traces are never sampled; a client's sampled trace is followed.
+    let gw = sampled_gateway(&collector, 0.0).await;
     let topic = "sampled";
     gw.create_topic(topic, 1).await;
     produce_one(&gw, topic, "untraced", None).await;
@@ -462,11 +467,7 @@ async fn unsampled_produces_write_no_header_and_sse_deliveries_follow_the_produc
 #[tokio::test]
 async fn a_clients_unsampled_trace_is_followed_even_when_every_new_trace_is_recorded() {
     let collector = Collector::start().await;
-    let gw = TestGateway::start_with(|c| {
-        c.tracing.otlp_endpoint = Some(collector.url.clone());
-        c.tracing.sampling_ratio = 1.0;
-    })
-    .await;
+    let gw = sampled_gateway(&collector, 1.0).await;
     let topic = "declined";
     gw.create_topic(topic, 1).await;
     let declined = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-00");

@@ -176,9 +176,13 @@ fn to_records(
         .iter()
         .flat_map(|r| [&r.key, &r.value])
         .flatten()
-        .map(|e| match e {
-            Embedded::Str(text) => base64::decoded_len_estimate(text.len()) + 2,
-            Embedded::Other(json) => json.0.len(),
+        .map(|e| match (format, e) {
+            (EmbeddedFormat::Binary, Embedded::Str(text)) => {
+                base64::decoded_len_estimate(text.len()) + 2
+            }
+            // Quotes, and escapes may add more: a hint, not a bound.
+            (EmbeddedFormat::Json, Embedded::Str(text)) => text.len() + 2,
+            (_, Embedded::Other(json)) => json.0.len(),
         })
         .sum();
     let mut buffer = Vec::with_capacity(room);

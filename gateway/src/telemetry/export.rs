@@ -94,7 +94,11 @@ impl Shared {
             if pending.spans >= self.settings.max_queue {
                 None
             } else {
-                let at = match pending.scopes.iter().position(|s| s.scope == *scope) {
+                let at = match pending
+                    .scopes
+                    .iter()
+                    .position(|s| same_scope(&s.scope, scope))
+                {
                     Some(at) => at,
                     None => {
                         pending.scopes.push(ScopeSpans {
@@ -135,6 +139,17 @@ impl Shared {
 #[derive(Debug)]
 pub struct QueueProcessor {
     shared: Arc<Shared>,
+}
+
+/// Whether spans of `a` and `b` share a `ScopeSpans`. Attributes are
+/// compared in order: `InstrumentationScope`'s own `==` sorts them into a
+/// new `Vec` on every call, once per span queued. Scopes equal but for
+/// their attributes' order get one `ScopeSpans` each, which OTLP allows.
+fn same_scope(a: &InstrumentationScope, b: &InstrumentationScope) -> bool {
+    a.name() == b.name()
+        && a.version() == b.version()
+        && a.schema_url() == b.schema_url()
+        && a.attributes().eq(b.attributes())
 }
 
 /// Where the spans Sluice writes itself go: the same queue, under the

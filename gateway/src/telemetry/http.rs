@@ -35,7 +35,6 @@ use super::Telemetry;
 /// Route label of requests no route matched.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
-/// Traces and measures every request of the service it wraps.
 /// The trace context a request's handler produces under, put into the
 /// request's extensions by [`HttpTrace`]: the server span's context, or a
 /// client's unsampled trace.
@@ -50,6 +49,7 @@ pub fn request_parent(extensions: &axum::http::Extensions) -> Context {
         .map_or_else(Context::new, |c| c.0.clone())
 }
 
+/// Traces and measures every request of the service it wraps.
 #[derive(Clone)]
 pub struct HttpTraceLayer {
     telemetry: Arc<Telemetry>,

@@ -140,16 +140,6 @@ pub async fn produce(
     produced
 }
 
-/// `{prefix} {target}`: a span name such as `send orders` or
-/// `POST /topics/{topic}`.
-pub(super) fn span_name(prefix: &str, target: &str) -> String {
-    let mut name = String::with_capacity(prefix.len() + 1 + target.len());
-    name.push_str(prefix);
-    name.push(' ');
-    name.push_str(target);
-    name
-}
-
 fn error_type(error: &FederationError) -> &'static str {
     match error {
         FederationError::HomeDown { .. } => "home_down",
@@ -225,7 +215,7 @@ impl Delivery<'_> {
                     group.to_owned(),
                 ));
             }
-            (span_name("deliver", self.topic), attributes)
+            (format!("deliver {}", self.topic), attributes)
         })?;
         if let Some(producer) = producer {
             span.add_link(producer, Vec::new());

@@ -119,7 +119,7 @@ impl OtlpHttpExporter {
     }
 
     /// Writes an `ExportTraceServiceRequest`: the resource, and for each
-    /// scope the spans [`put_span_field`] wrote for it.
+    /// scope its spans, each framed by [`put_framed_span`].
     pub fn encode_request(&self, scopes: &[(&InstrumentationScope, &[u8])], out: &mut Vec<u8>) {
         out.reserve(
             self.resource.len() + scopes.iter().map(|(_, s)| s.len() + 64).sum::<usize>() + 32,
@@ -202,12 +202,6 @@ const FIXED32: u32 = 5;
 const HAS_IS_REMOTE: u32 = 0x100;
 /// Span flags: the parent is remote (`SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK`).
 const IS_REMOTE: u32 = 0x200;
-
-/// Writes `span` as a `ScopeSpans.spans` field (number 2, length
-/// delimited): what [`OtlpHttpExporter::encode_request`] takes per scope.
-pub fn put_span_field(out: &mut Vec<u8>, span: &SpanData) {
-    put_message(out, 2, |out| put_span(out, span));
-}
 
 /// The body of a `ScopeSpans.spans` field (a `Span` message) framed as
 /// that field: tag and length, then `body`.
@@ -693,7 +687,9 @@ pub(crate) mod tests {
                     scopes.len() - 1
                 }
             };
-            put_span_field(&mut scopes[i].1, span);
+            let mut body = Vec::new();
+            put_span(&mut body, span);
+            put_framed_span(&mut scopes[i].1, &body);
         }
         let parts: Vec<_> = scopes.iter().map(|(s, b)| (*s, b.as_slice())).collect();
         let mut out = Vec::new();
