@@ -288,6 +288,9 @@ impl Tail {
             false => self.federation.epoch_cluster(&self.topic, batch.epoch),
         };
         let cluster = cluster.as_deref().unwrap_or_default();
+        // Counted before any of it is handed over: a client that has seen a
+        // record finds it in the metrics.
+        delivery.count(&self.telemetry, cluster, &batch.records);
         // Spans of the records rendered into `out`, ended once it is handed over.
         let mut spans = Vec::new();
         for record in &batch.records {
@@ -314,7 +317,6 @@ impl Tail {
             send(tx, out).await?;
             end_spans(&mut spans);
         }
-        delivery.count(&self.telemetry, cluster, &batch.records);
         Ok(!batch.records.is_empty())
     }
 }

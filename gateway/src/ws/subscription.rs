@@ -226,6 +226,10 @@ impl Subscription {
                 Encoded::Text(text) => text.len(),
                 Encoded::Binary(bytes) => bytes.len(),
             } as u64;
+            // Counted before it is handed over: a client that has seen the
+            // record finds it in the metrics.
+            self.delivery()
+                .count(&self.telemetry, cluster, std::slice::from_ref(record));
             if !self.out.send_encoded(frame).await {
                 return Err(Stop::Closed);
             }
@@ -250,8 +254,6 @@ impl Subscription {
                 opentelemetry::trace::Span::end(&mut span);
             }
             self.sent += 1;
-            self.delivery()
-                .count(&self.telemetry, cluster, std::slice::from_ref(record));
         }
         // Also after an empty batch: the read may have moved to a later epoch.
         self.cursor.set(Position {
