@@ -1,7 +1,8 @@
 //! Produce throughput with tracing off, at 1 % and at 100 % sampling, in
-//! one paired run: in-process gateways (plaintext listeners, three
-//! embedded clusters each, `fsync = "never"` so the disk does not drown
-//! the difference) are driven in turn, block by block, with the order
+//! one paired run: in-process gateways (TLS listeners with their generated
+//! certificates, as Sluice runs by default; three embedded clusters each,
+//! `fsync = "never"` so the disk does not drown the difference) are driven
+//! in turn, block by block, with the order
 //! rotating, and each block's throughput is compared with the off
 //! gateway's in the same round. Spans go over OTLP/HTTP to a local sink
 //! that reads and discards them, so export cost is counted: each block
@@ -19,6 +20,8 @@
 //! time per request (client, gateway and sink together), which tells CPU
 //! cost apart from waiting. `SLUICE_BENCH_ONLY=<arm>` drives that arm
 //! alone, for a profiler to see one arm's costs (no ratios then).
+//! `SLUICE_BENCH_PLAINTEXT=1` serves plain HTTP instead of TLS: a smaller
+//! cost per request for tracing to be compared with, so a stricter ratio.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -113,7 +116,8 @@ async fn start_arm(
     let mut config = Config::default();
     config.storage.data_dir = dir.path().to_owned();
     config.listener.address = "127.0.0.1:0".parse().unwrap();
-    config.listener.insecure = true;
+    let tls = std::env::var_os("SLUICE_BENCH_PLAINTEXT").is_none();
+    config.listener.insecure = !tls;
     config.admin.address = "127.0.0.1:0".parse().unwrap();
     for cluster in &mut config.clusters {
         cluster.embedded.fsync = FsyncPolicy::Never;
@@ -126,11 +130,17 @@ async fn start_arm(
         config.tracing.service_name = format!("bench-{name}");
     }
     let gateway = Gateway::start(config).await.expect("gateway starts");
-    let url = format!("http://127.0.0.1:{}", gateway.addr.port());
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(CONCURRENCY)
-        .build()
-        .unwrap();
+    // The generated certificate names `localhost`.
+    let url = match tls {
+        true => format!("https://localhost:{}", gateway.addr.port()),
+        false => format!("http://127.0.0.1:{}", gateway.addr.port()),
+    };
+    let mut builder = reqwest::Client::builder().pool_max_idle_per_host(CONCURRENCY);
+    if tls {
+        let pem = std::fs::read(dir.path().join("tls/ca.pem")).unwrap();
+        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+    }
+    let http = builder.build().unwrap();
     Arm {
         name,
         gateway,
@@ -240,6 +250,13 @@ fn main() {
             // once the gateway wrote it: the cost of the bigger records alone.
             start_arm("off-records-with-traceparent", None, queue, &sink).await,
         ];
+        println!(
+            "listeners: {}",
+            match std::env::var_os("SLUICE_BENCH_PLAINTEXT") {
+                None => "TLS",
+                Some(_) => "plaintext (SLUICE_BENCH_PLAINTEXT)",
+            }
+        );
         let value = BASE64.encode(vec![b'x'; VALUE_BYTES]);
         let records: Vec<_> = (0..BATCH).map(|_| json!({ "value": value })).collect();
         let plain = Arc::new(json!({ "records": records }).to_string());
