@@ -20,6 +20,8 @@
 //! time per request (client, gateway and sink together), which tells CPU
 //! cost apart from waiting. `SLUICE_BENCH_ONLY=<arm>` drives that arm
 //! alone, for a profiler to see one arm's costs (no ratios then).
+//! The binary's log subscriber is installed at its default level, so each
+//! request's log span is formatted as in `sluice serve`.
 //! `SLUICE_BENCH_PLAINTEXT=1` serves plain HTTP instead of TLS: a smaller
 //! cost per request for tracing to be compared with, so a stricter ratio.
 
@@ -224,6 +226,10 @@ fn report(name: &str, ratios: &mut [f64], total_on: Duration, total_off: Duratio
 }
 
 fn main() {
+    // The log subscriber of the `sluice` binary, at its default level: it
+    // formats every request's log span (with the trace ids in the traced
+    // arms), a cost the binary pays.
+    sluice::telemetry::logs::init(&sluice_config::LogConfig::default());
     // `cargo bench` passes `--bench`; nothing else is understood.
     let blocks: usize = std::env::var("SLUICE_BENCH_BLOCKS")
         .ok()
