@@ -6,7 +6,8 @@
 //! group name: every gateway picks the same owner with no coordination, and
 //! a peer added or removed moves only the groups it wins or held. Requests
 //! for a group owned elsewhere are sent to the owner's admin listener under
-//! `/internal/v2` and its answer is relayed as is.
+//! `/internal/v2` and its answer is relayed as is, over connections kept
+//! open between requests (a pool per peer).
 
 use std::time::Duration;
 
@@ -14,8 +15,11 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use http_body_util::BodyExt as _;
-use hyper_util::rt::TokioIo;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use sluice_config::{Config, PeerConfig};
 
 use crate::error::{ApiError, UNAVAILABLE};
@@ -30,6 +34,12 @@ pub const BASE_URL_HEADER: &str = "sluice-base-url";
 /// Time on top of the longest long-poll that a forwarded request may take.
 pub const DEFAULT_FORWARD_SLACK_MS: u64 = 10_000;
 
+/// Idle connections kept open to each peer.
+pub const DEFAULT_FORWARD_IDLE_PER_PEER: usize = 32;
+
+/// How long an idle connection to a peer is kept.
+pub const DEFAULT_FORWARD_IDLE_MS: u64 = 30_000;
+
 /// The public base URL of the request, as a request extension.
 #[derive(Debug, Clone)]
 pub struct BaseUrl(pub String);
@@ -39,8 +49,11 @@ pub struct BaseUrl(pub String);
 pub struct Peers {
     node_id: Option<String>,
     peers: Vec<PeerConfig>,
-    connect_timeout: Duration,
     request_timeout: Duration,
+    /// Connections to the peers, reused from one forwarded request to the
+    /// next; a connection found closed is replaced before the request is
+    /// sent on it.
+    client: Client<HttpConnector, Full<Bytes>>,
 }
 
 /// Where a group's requests are served.
@@ -66,13 +79,22 @@ fn score(peer: &str, group: &str) -> u64 {
 impl Peers {
     /// The peers of `config`.
     pub fn new(config: &Config) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_millis(
+            config.consumers.peer_connect_timeout_ms,
+        )));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(DEFAULT_FORWARD_IDLE_PER_PEER)
+            .pool_idle_timeout(Duration::from_millis(DEFAULT_FORWARD_IDLE_MS))
+            .build(connector);
         Self {
             node_id: config.gateway.node_id.clone(),
             peers: config.gateway.peers.clone(),
-            connect_timeout: Duration::from_millis(config.consumers.peer_connect_timeout_ms),
             request_timeout: Duration::from_millis(
                 config.consumers.max_poll_timeout_ms + DEFAULT_FORWARD_SLACK_MS,
             ),
+            client,
         }
     }
 
@@ -126,35 +148,14 @@ impl Peers {
                     "request body is larger than the limit of {max_body_bytes} bytes"
                 ))
             })?;
-        let authority = peer
-            .url
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_owned();
-        let stream = tokio::time::timeout(
-            self.connect_timeout,
-            tokio::net::TcpStream::connect(&authority),
-        )
-        .await
-        .map_err(|_| unreachable(&"connect timed out"))?
-        .map_err(|e| unreachable(&e))?;
-        let _ = stream.set_nodelay(true);
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| unreachable(&e))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "forwarding connection ended");
-            }
-        });
+        let authority = peer.url.trim_start_matches("http://").trim_end_matches('/');
         let path = parts
             .uri
             .path_and_query()
-            .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
+            .map_or_else(|| parts.uri.path(), |p| p.as_str());
         let mut builder = hyper::Request::builder()
             .method(parts.method.clone())
-            .uri(format!("{INTERNAL_PREFIX}{path}"))
-            .header(header::HOST, &authority);
+            .uri(format!("http://{authority}{INTERNAL_PREFIX}{path}"));
         for name in [header::CONTENT_TYPE, header::ACCEPT] {
             for value in parts.headers.get_all(&name) {
                 builder = builder.header(&name, value);
@@ -164,12 +165,12 @@ impl Peers {
             builder = builder.header(HeaderName::from_static(BASE_URL_HEADER), value);
         }
         let outbound = builder
-            .body(http_body_util::Full::new(body))
+            .body(Full::new(body))
             .map_err(|e| ApiError::internal(&e))?;
-        let response = tokio::time::timeout(self.request_timeout, sender.send_request(outbound))
+        let response = tokio::time::timeout(self.request_timeout, self.client.request(outbound))
             .await
             .map_err(|_| unreachable(&"request timed out"))?
-            .map_err(|e| unreachable(&e))?;
+            .map_err(|e| unreachable(&with_sources(&e)))?;
         let (mut parts, body) = response.into_parts();
         let bytes = tokio::time::timeout(self.request_timeout, body.collect())
             .await
@@ -181,6 +182,19 @@ impl Peers {
         }
         Ok(Response::from_parts(parts, Body::from(bytes)))
     }
+}
+
+/// `error` and its sources, `outer: inner: ...`: the client's own message
+/// alone does not say why a connection failed.
+fn with_sources(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
 }
 
 #[cfg(test)]
@@ -233,6 +247,104 @@ mod tests {
                 assert_eq!(before, owner_name(&two, &group), "{group}");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn forwarded_requests_share_a_connection_and_reach_the_internal_route() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+
+        // An owner that answers with the path it was asked for and counts
+        // the connections it accepts.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|request: hyper::Request<_>| {
+                        let seen = format!(
+                            "{} {} {:?}",
+                            request.method(),
+                            request.uri(),
+                            request.headers().get(BASE_URL_HEADER)
+                        );
+                        async move {
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                Bytes::from(seen),
+                            )))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        let mut config = Config::default();
+        config.gateway.node_id = Some("here".into());
+        let owner = PeerConfig {
+            name: "owner".into(),
+            url: format!("http://{addr}"),
+        };
+        config.gateway.peers = vec![owner.clone()];
+        let peers = Peers::new(&config);
+        for i in 0..3 {
+            let request = Request::builder()
+                .method("POST")
+                .uri(format!("/consumers/g/instances/m{i}/offsets?x=1"))
+                .body(Body::from("{}"))
+                .unwrap();
+            let answer = peers
+                .forward(&owner, request, "https://public:8443", 1024)
+                .await;
+            assert_eq!(answer.status(), StatusCode::OK);
+            let body = axum::body::to_bytes(answer.into_body(), 1024)
+                .await
+                .unwrap();
+            assert_eq!(
+                body,
+                format!("POST /internal/v2/consumers/g/instances/m{i}/offsets?x=1 Some(\"https://public:8443\")")
+                    .as_bytes()
+            );
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "one connection for all three"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_owner_that_cannot_be_reached_is_a_503_naming_no_internals() {
+        // A port nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let owner = PeerConfig {
+            name: "owner".into(),
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let mut config = Config::default();
+        config.gateway.peers = vec![owner.clone()];
+        let request = Request::builder()
+            .uri("/consumers/g/instances/m/records")
+            .body(Body::empty())
+            .unwrap();
+        let answer = Peers::new(&config)
+            .forward(&owner, request, "https://public:8443", 1024)
+            .await;
+        assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(answer.into_body(), 1024)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error_code"], 50301);
+        assert!(!body["message"].as_str().unwrap().contains("127.0.0.1"));
     }
 
     #[test]
