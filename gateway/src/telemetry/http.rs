@@ -14,7 +14,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
@@ -69,6 +69,7 @@ impl<S> Layer<S> for HttpTraceLayer {
         HttpTrace {
             inner,
             telemetry: self.telemetry.clone(),
+            handles: Arc::default(),
         }
     }
 }
@@ -78,6 +79,77 @@ impl<S> Layer<S> for HttpTraceLayer {
 pub struct HttpTrace<S> {
     inner: S,
     telemetry: Arc<Telemetry>,
+    /// The metric handles of the label sets seen, shared by its clones.
+    handles: Arc<RequestMetrics>,
+}
+
+/// Most label sets one wrapped service keeps handles for; past it, a
+/// request's metrics are looked up in the registry each time.
+const MAX_CACHED_LABEL_SETS: usize = 64;
+
+/// The request counter and duration histogram of one label set.
+struct Handles {
+    route: Box<str>,
+    method: &'static str,
+    status: u16,
+    requests: ::metrics::Counter,
+    duration: ::metrics::Histogram,
+}
+
+/// Handles by label set. [`Router::layer`](axum::Router::layer) wraps each
+/// route on its own, so a wrapped service sees one route, a few methods
+/// and a few statuses: a short list, scanned under a read lock, saves the
+/// registry's lookup (label strings built, hashed and compared) on every
+/// request.
+#[derive(Default)]
+struct RequestMetrics(RwLock<Vec<Handles>>);
+
+impl RequestMetrics {
+    fn record(&self, route: &str, method: &'static str, status: u16, seconds: f64) {
+        let find = |list: &[Handles]| {
+            list.iter()
+                .find(|h| h.status == status && h.method == method && &*h.route == route)
+                .map(|h| {
+                    h.requests.increment(1);
+                    h.duration.record(seconds);
+                })
+        };
+        let read = self.0.read().unwrap_or_else(|e| e.into_inner());
+        if find(&read).is_some() {
+            return;
+        }
+        let room = read.len() < MAX_CACHED_LABEL_SETS;
+        drop(read);
+        let handles = Handles {
+            route: route.into(),
+            method,
+            status,
+            requests: ::metrics::counter!(
+                HTTP_REQUESTS_TOTAL,
+                LABEL_ROUTE => route.to_owned(),
+                LABEL_METHOD => method,
+                LABEL_STATUS => status.to_string(),
+                LABEL_STATUS_CLASS => status_class(status),
+            ),
+            duration: ::metrics::histogram!(
+                HTTP_REQUEST_DURATION_SECONDS,
+                LABEL_ROUTE => route.to_owned(),
+                LABEL_METHOD => method,
+            ),
+        };
+        handles.requests.increment(1);
+        handles.duration.record(seconds);
+        if room {
+            let mut list = self.0.write().unwrap_or_else(|e| e.into_inner());
+            // Another request may have added it meanwhile.
+            let known = list
+                .iter()
+                .any(|h| h.status == status && h.method == method && *h.route == *route);
+            if !known && list.len() < MAX_CACHED_LABEL_SETS {
+                list.push(handles);
+            }
+        }
+    }
 }
 
 /// A method as a label value from a fixed set.
@@ -180,7 +252,7 @@ where
                 }
             }
         };
-        let route_label = route_label.to_owned();
+        let handles = self.handles.clone();
         Box::pin(async move {
             // The handler finds the context in the request's extensions
             // (`request_parent`): attaching it as the current context would
@@ -196,20 +268,8 @@ where
                 // Ends it.
                 drop(span);
             }
-            let labels = [
-                (LABEL_ROUTE, route_label.clone()),
-                (LABEL_METHOD, method.to_owned()),
-            ];
-            metrics::histogram!(HTTP_REQUEST_DURATION_SECONDS, &labels)
-                .record(started.elapsed().as_secs_f64());
-            metrics::counter!(
-                HTTP_REQUESTS_TOTAL,
-                LABEL_ROUTE => route_label,
-                LABEL_METHOD => method,
-                LABEL_STATUS => status.to_string(),
-                LABEL_STATUS_CLASS => status_class(status),
-            )
-            .increment(1);
+            let route_label = route.as_ref().map_or(UNMATCHED_ROUTE, |r| r.as_str());
+            handles.record(route_label, method, status, started.elapsed().as_secs_f64());
             Ok(response)
         })
     }
@@ -227,5 +287,47 @@ mod tests {
         assert_eq!(status_class(204), "2xx");
         assert_eq!(status_class(429), "4xx");
         assert_eq!(status_class(503), "5xx");
+    }
+
+    /// The value of the `sluice_http_requests_total` sample of `route`,
+    /// `method` and `status` in the process's exposition.
+    fn requests(route: &str, method: &str, status: u16) -> Option<f64> {
+        let text = super::super::prometheus()?.render();
+        let labels = format!(
+            r#"method="{method}",route="{route}",status="{status}",status_class="{}""#,
+            status_class(status)
+        );
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{HTTP_REQUESTS_TOTAL}{{")))
+            .find(|l| {
+                let inner = &l[l.find('{').unwrap() + 1..l.rfind('}').unwrap()];
+                let mut got: Vec<&str> = inner.split(',').collect();
+                got.sort_unstable();
+                got.join(",") == labels
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    #[test]
+    fn cached_handles_count_every_request_of_every_label_set() {
+        // The process's recorder, installed before any handle is made.
+        assert!(super::super::prometheus().is_some());
+        let route = "/test/cached-handles";
+        let metrics = RequestMetrics::default();
+        for _ in 0..3 {
+            metrics.record(route, "GET", 200, 0.001);
+        }
+        metrics.record(route, "POST", 200, 0.001);
+        // More label sets than are cached: the rest still count.
+        for status in 400..400 + MAX_CACHED_LABEL_SETS as u16 + 4 {
+            metrics.record(route, "GET", status, 0.001);
+            metrics.record(route, "GET", status, 0.001);
+        }
+        assert_eq!(requests(route, "GET", 200), Some(3.0));
+        assert_eq!(requests(route, "POST", 200), Some(1.0));
+        for status in 400..400 + MAX_CACHED_LABEL_SETS as u16 + 4 {
+            assert_eq!(requests(route, "GET", status), Some(2.0), "{status}");
+        }
+        assert_eq!(metrics.0.read().unwrap().len(), MAX_CACHED_LABEL_SETS);
     }
 }
