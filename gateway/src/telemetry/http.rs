@@ -25,6 +25,7 @@ use opentelemetry::Context;
 use tower::{Layer, Service};
 use tracing::Instrument as _;
 
+use super::logs::HexId;
 use super::metrics::{
     HTTP_REQUESTS_TOTAL, HTTP_REQUEST_DURATION_SECONDS, LABEL_METHOD, LABEL_ROUTE, LABEL_STATUS,
     LABEL_STATUS_CLASS,
@@ -218,8 +219,8 @@ where
                     "request",
                     http.request.method = method,
                     http.route = route_label,
-                    trace_id = %ids.trace_id(),
-                    span_id = %ids.span_id(),
+                    trace_id = %HexId::trace(ids.trace_id()),
+                    span_id = %HexId::span(ids.span_id()),
                 );
                 request
                     .extensions_mut()
@@ -241,7 +242,7 @@ where
                         "request",
                         http.request.method = method,
                         http.route = route_label,
-                        trace_id = %ids.trace_id(),
+                        trace_id = %HexId::trace(ids.trace_id()),
                     )
                 } else {
                     tracing::info_span!(

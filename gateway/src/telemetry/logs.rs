@@ -8,12 +8,15 @@
 //! can join lines to traces without parsing nested objects.
 
 use std::fmt;
+use std::io::IsTerminal as _;
 
+use opentelemetry::trace::{SpanId, TraceId};
 use serde_json::{Map, Value};
 use sluice_config::{LogConfig, LogFormat};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
+use tracing_subscriber::field::{MakeVisitor, VisitFmt, VisitOutput};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
@@ -35,16 +38,201 @@ pub fn init(config: &LogConfig) {
     let registry = tracing_subscriber::registry().with(filter);
     match config.format {
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .fmt_fields(TextFields)
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            )
             .init(),
         LogFormat::Json => registry
             .with(TraceIdsLayer)
             .with(
                 tracing_subscriber::fmt::layer()
+                    .fmt_fields(NoFields)
                     .event_format(JsonLines)
                     .with_writer(std::io::stderr),
             )
             .init(),
+    }
+}
+
+/// A trace or span id as lowercase hex, encoded once: the `request` log
+/// span of every request carries two, and through `{:x}` they cost more
+/// than the rest of the span's fields.
+pub struct HexId {
+    text: [u8; 32],
+    len: usize,
+}
+
+impl HexId {
+    fn new(bytes: &[u8]) -> Self {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [0u8; 32];
+        for (i, b) in bytes.iter().take(16).enumerate() {
+            text[2 * i] = DIGITS[usize::from(b >> 4)];
+            text[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+        }
+        Self {
+            text,
+            len: 2 * bytes.len().min(16),
+        }
+    }
+
+    /// The 32 digits of a trace id.
+    pub fn trace(id: TraceId) -> Self {
+        Self::new(&id.to_bytes())
+    }
+
+    /// The 16 digits of a span id.
+    pub fn span(id: SpanId) -> Self {
+        Self::new(&id.to_bytes())
+    }
+
+    fn as_str(&self) -> &str {
+        // Hex digits only.
+        std::str::from_utf8(&self.text[..self.len]).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for HexId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Fields of text lines as tracing-subscriber's default writes them
+/// without colour (`name=value`, strings quoted, the message bare), but
+/// with strings written straight through: the fmt layer formats every
+/// span's fields when the span starts, so the `request` span of every
+/// request pays this, whether or not a line is ever logged inside it.
+pub struct TextFields;
+
+impl<'a> MakeVisitor<Writer<'a>> for TextFields {
+    type Visitor = TextVisitor<'a>;
+
+    fn make_visitor(&self, writer: Writer<'a>) -> Self::Visitor {
+        TextVisitor {
+            writer,
+            first: true,
+            result: Ok(()),
+        }
+    }
+}
+
+/// Writes one line's or one span's fields for [`TextFields`].
+pub struct TextVisitor<'a> {
+    writer: Writer<'a>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl TextVisitor<'_> {
+    /// Writes the separator and `name=` (nothing for the message).
+    fn start(&mut self, field: &Field) -> bool {
+        if self.result.is_err() {
+            return false;
+        }
+        if !self.first {
+            self.result = self.writer.write_char(' ');
+        }
+        self.first = false;
+        let name = field.name();
+        if name != "message" {
+            let name = name.strip_prefix("r#").unwrap_or(name);
+            self.result = self
+                .result
+                .and_then(|()| self.writer.write_str(name))
+                .and_then(|()| self.writer.write_char('='));
+        }
+        self.result.is_ok()
+    }
+}
+
+impl Visit for TextVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if !self.start(field) {
+            return;
+        }
+        let plain = value
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+        self.result = if field.name() == "message" {
+            self.writer.write_str(value)
+        } else if plain {
+            // What `{:?}` writes for such a string.
+            self.writer
+                .write_char('"')
+                .and_then(|()| self.writer.write_str(value))
+                .and_then(|()| self.writer.write_char('"'))
+        } else {
+            write!(self.writer, "{value:?}")
+        };
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        if !self.start(field) {
+            return;
+        }
+        self.result = write!(self.writer, "{value}");
+        let mut source = value.source();
+        while let Some(inner) = source {
+            if self.result.is_err() {
+                return;
+            }
+            self.result = write!(self.writer, ": {inner}");
+            source = inner.source();
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if self.start(field) {
+            self.result = write!(self.writer, "{value:?}");
+        }
+    }
+}
+
+impl VisitOutput<fmt::Result> for TextVisitor<'_> {
+    fn finish(self) -> fmt::Result {
+        self.result
+    }
+}
+
+impl VisitFmt for TextVisitor<'_> {
+    fn writer(&mut self) -> &mut dyn fmt::Write {
+        &mut self.writer
+    }
+}
+
+/// Span fields left unformatted: [`JsonLines`] writes events itself and
+/// takes the trace ids from [`TraceIdsLayer`], so the fmt layer's copy of
+/// each span's fields would be made for nothing.
+pub struct NoFields;
+
+impl<'a> MakeVisitor<Writer<'a>> for NoFields {
+    type Visitor = NoVisitor<'a>;
+
+    fn make_visitor(&self, writer: Writer<'a>) -> Self::Visitor {
+        NoVisitor(writer)
+    }
+}
+
+/// The visitor of [`NoFields`]: writes nothing.
+pub struct NoVisitor<'a>(Writer<'a>);
+
+impl Visit for NoVisitor<'_> {
+    fn record_debug(&mut self, _: &Field, _: &dyn fmt::Debug) {}
+}
+
+impl VisitOutput<fmt::Result> for NoVisitor<'_> {
+    fn finish(self) -> fmt::Result {
+        Ok(())
+    }
+}
+
+impl VisitFmt for NoVisitor<'_> {
+    fn writer(&mut self) -> &mut dyn fmt::Write {
+        &mut self.0
     }
 }
 
@@ -197,12 +385,96 @@ mod tests {
         }
     }
 
+    /// Lines of `events` through a text layer with `fields`, no time, no colour.
+    fn text_lines<N>(fields: N, events: impl FnOnce()) -> String
+    where
+        N: for<'w> FormatFields<'w> + Send + Sync + 'static,
+    {
+        let buffer = Buffer::default();
+        let out = buffer.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .fmt_fields(fields)
+                .with_ansi(false)
+                .without_time()
+                .with_writer(move || out.clone()),
+        );
+        tracing::subscriber::with_default(subscriber, events);
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        text
+    }
+
+    fn request_events() {
+        let trace = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+        let span = SpanId::from_hex("00f067aa0ba902b7").unwrap();
+        tracing::info!("outside");
+        let request = tracing::info_span!(
+            "request",
+            http.request.method = "POST",
+            http.route = "/topics/{topic}",
+            trace_id = %HexId::trace(trace),
+            span_id = %HexId::span(span),
+        );
+        let _entered = request.enter();
+        tracing::warn!(
+            messaging.destination.name = "orders",
+            odd = "say \"hi\"\n",
+            n = 3u64,
+            ok = true,
+            shown = %"display",
+            debugged = ?Some(1),
+            "inside {}",
+            "a request"
+        );
+    }
+
+    #[test]
+    fn text_lines_read_as_the_default_ones_with_the_trace_ids() {
+        let ours = text_lines(TextFields, request_events);
+        let default = text_lines(
+            tracing_subscriber::fmt::format::DefaultFields::new(),
+            request_events,
+        );
+        assert_eq!(ours, default);
+        let inside = ours.lines().nth(1).unwrap();
+        assert!(
+            inside.contains(r#"request{http.request.method="POST" http.route="/topics/{topic}" trace_id=4bf92f3577b34da6a3ce929d0e0e4736 span_id=00f067aa0ba902b7}"#),
+            "{inside}"
+        );
+        assert!(inside.contains("inside a request"), "{inside}");
+    }
+
+    #[test]
+    fn text_lines_give_an_error_with_its_sources() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl fmt::Display for Outer {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("cannot reach the cluster")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let error = Outer(std::io::Error::other("connection refused"));
+        let text = text_lines(TextFields, || {
+            tracing::warn!(error = &error as &dyn std::error::Error, "failed");
+        });
+        assert!(
+            text.contains("failed error=cannot reach the cluster: connection refused"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn json_lines_carry_the_request_trace_ids() {
         let buffer = Buffer::default();
         let out = buffer.clone();
         let subscriber = tracing_subscriber::registry().with(TraceIdsLayer).with(
             tracing_subscriber::fmt::layer()
+                .fmt_fields(NoFields)
                 .event_format(JsonLines)
                 .with_writer(move || out.clone()),
         );
