@@ -151,6 +151,25 @@ async fn check(mode: QuotaMode) {
         error * 100.0
     );
     assert!(held_back > 0, "the quota never acted");
+    // Every throttle or refusal the client saw is counted, under its mode.
+    let metrics = gw.gateway().telemetry().render_metrics();
+    let (counted, other) = match mode {
+        QuotaMode::Throttle => ("throttle", "reject"),
+        QuotaMode::Reject => ("reject", "throttle"),
+    };
+    let throttles = |mode: &str| {
+        common::sample(
+            &metrics,
+            "sluice_quota_throttles_total",
+            &[("kind", "produce_bytes"), ("mode", mode)],
+        )
+    };
+    let seen = throttles(counted).unwrap_or(0.0);
+    assert!(
+        seen >= held_back as f64,
+        "{mode:?}: {seen} counted, {held_back} seen by the client"
+    );
+    assert_eq!(throttles(other), None, "{mode:?}");
     assert!(
         error.abs() <= 0.05,
         "{mode:?}: {rate:.0} B/s is not within 5% of {QUOTA_BYTES_PER_SEC} B/s"

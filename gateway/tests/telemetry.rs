@@ -15,7 +15,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use common::otlp::{CollectedSpan, Collector, KIND_CONSUMER, KIND_PRODUCER, KIND_SERVER};
 use common::process::{toml_path, SluiceProcess};
-use common::TestGateway;
+use common::{sample, TestGateway};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use sluice_config::ClusterConfig;
@@ -505,18 +505,6 @@ async fn a_clients_unsampled_trace_is_followed_even_when_every_new_trace_is_reco
 
 /// The value of the sample of `name` whose labels include every one of
 /// `labels`; `None` when there is none.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .find(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 async fn scrape(admin_url: &str) -> String {
     let reply = reqwest::get(format!("{admin_url}/metrics")).await.unwrap();
     assert_eq!(reply.status(), 200);

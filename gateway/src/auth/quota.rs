@@ -15,6 +15,19 @@ use std::time::{Duration, Instant};
 
 use sluice_config::{QuotaConfig, QuotaMode};
 
+use crate::telemetry::metrics::{LABEL_KIND, LABEL_MODE, QUOTA_THROTTLES_TOTAL};
+
+/// Counts one throttle or refusal of quota `kind` in
+/// `sluice_quota_throttles_total`.
+fn count_throttle(kind: &'static str, mode: &'static str) {
+    metrics::counter!(QUOTA_THROTTLES_TOTAL, LABEL_KIND => kind, LABEL_MODE => mode).increment(1);
+}
+
+/// `mode` label of a delay.
+const THROTTLE: &str = "throttle";
+/// `mode` label of a refusal.
+const REJECT: &str = "reject";
+
 /// Longest single throttle delay; a client deeper in debt is delayed again
 /// on its next request.
 pub const DEFAULT_MAX_THROTTLE: Duration = Duration::from_secs(30);
@@ -131,6 +144,27 @@ pub enum Rate {
     Requests,
 }
 
+impl Rate {
+    /// Its `kind` label.
+    fn label(self) -> &'static str {
+        match self {
+            Rate::Produce => "produce_bytes",
+            Rate::Consume => "consume_bytes",
+            Rate::Requests => "requests",
+        }
+    }
+}
+
+/// Counts what `admit` decided.
+fn counted(rate: Rate, admit: Admit) -> Admit {
+    match admit {
+        Admit::Go => {}
+        Admit::Delay(_) => count_throttle(rate.label(), THROTTLE),
+        Admit::Reject(_) => count_throttle(rate.label(), REJECT),
+    }
+    admit
+}
+
 impl Buckets {
     fn new(config: &QuotaConfig, now: Instant) -> Self {
         let bucket =
@@ -164,13 +198,15 @@ impl Buckets {
         };
         let now = Instant::now();
         let mut bucket = bucket.lock().unwrap_or_else(PoisonError::into_inner);
-        match self.mode {
+        let admit = match self.mode {
             QuotaMode::Throttle => delay(bucket.charge(cost as f64, now)),
             QuotaMode::Reject => match bucket.try_take(cost as f64, now) {
                 Ok(()) => Admit::Go,
                 Err(wait) => Admit::Reject(wait),
             },
-        }
+        };
+        drop(bucket);
+        counted(rate, admit)
     }
 
     /// Refuses (in reject mode) while the bucket is still in debt, before
@@ -182,10 +218,13 @@ impl Buckets {
         if self.mode == QuotaMode::Throttle {
             return Admit::Go;
         }
-        let mut bucket = bucket.lock().unwrap_or_else(PoisonError::into_inner);
-        match bucket.debt(Instant::now()) {
+        let debt = bucket
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .debt(Instant::now());
+        match debt {
             Duration::ZERO => Admit::Go,
-            wait => Admit::Reject(wait),
+            wait => counted(rate, Admit::Reject(wait)),
         }
     }
 
@@ -195,11 +234,17 @@ impl Buckets {
         let Some(bucket) = self.bucket(rate) else {
             return Duration::ZERO;
         };
-        let mut bucket = bucket.lock().unwrap_or_else(PoisonError::into_inner);
-        let wait = bucket.charge(cost as f64, Instant::now());
+        let wait = bucket
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .charge(cost as f64, Instant::now());
         match self.mode {
-            QuotaMode::Throttle => wait.min(DEFAULT_MAX_THROTTLE),
-            QuotaMode::Reject => Duration::ZERO,
+            QuotaMode::Throttle if !wait.is_zero() => {
+                count_throttle(rate.label(), THROTTLE);
+                wait.min(DEFAULT_MAX_THROTTLE)
+            }
+            // Reject: the debt refuses the next request, counted then.
+            _ => Duration::ZERO,
         }
     }
 }
@@ -212,10 +257,14 @@ impl Buckets {
         let Some(bucket) = self.bucket(rate) else {
             return Duration::ZERO;
         };
-        let mut bucket = bucket.lock().unwrap_or_else(PoisonError::into_inner);
-        bucket
-            .charge(cost as f64, Instant::now())
-            .min(DEFAULT_MAX_THROTTLE)
+        let wait = bucket
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .charge(cost as f64, Instant::now());
+        if !wait.is_zero() {
+            count_throttle(rate.label(), THROTTLE);
+        }
+        wait.min(DEFAULT_MAX_THROTTLE)
     }
 }
 
@@ -264,6 +313,11 @@ impl Counters {
         let before = counter.fetch_add(1, Ordering::AcqRel);
         if limit.is_some_and(|limit| before >= limit) {
             counter.fetch_sub(1, Ordering::AcqRel);
+            let kind = match count {
+                Count::Connections => "connections",
+                Count::Subscriptions => "subscriptions",
+            };
+            count_throttle(kind, REJECT);
             return None;
         }
         Some(CountPermit {

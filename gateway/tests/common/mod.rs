@@ -166,3 +166,17 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(
         .await
         .expect("a JSON body")
 }
+
+/// The value of the first sample of metric `name` carrying all of `labels`
+/// in a Prometheus exposition.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
