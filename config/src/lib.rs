@@ -36,6 +36,8 @@ pub const DEFAULT_CONSUMER_MAX_POLL_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_CONSUMER_MAX_INSTANCES: usize = 10_000;
 /// Time to connect to the peer gateway that owns a consumer group.
 pub const DEFAULT_PEER_CONNECT_TIMEOUT_MS: u64 = 2_000;
+/// How often the lag of the consumer groups a gateway owns is measured.
+pub const DEFAULT_CONSUMER_LAG_INTERVAL_MS: u64 = 10_000;
 /// Default admin listener address (health, readiness, later metrics).
 pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:8444";
 /// Connections accepted at once per listener; more wait in the kernel backlog.
@@ -188,6 +190,9 @@ pub struct ConsumersConfig {
     /// Time to connect to the gateway that owns a group before answering
     /// 503 with `Retry-After`.
     pub peer_connect_timeout_ms: u64,
+    /// How often `sluice_consumer_lag_records` is measured for the groups
+    /// this gateway owns (one offsets request per committed partition).
+    pub lag_interval_ms: u64,
 }
 
 impl Default for ConsumersConfig {
@@ -198,6 +203,7 @@ impl Default for ConsumersConfig {
             max_poll_timeout_ms: DEFAULT_CONSUMER_MAX_POLL_TIMEOUT_MS,
             max_instances: DEFAULT_CONSUMER_MAX_INSTANCES,
             peer_connect_timeout_ms: DEFAULT_PEER_CONNECT_TIMEOUT_MS,
+            lag_interval_ms: DEFAULT_CONSUMER_LAG_INTERVAL_MS,
         }
     }
 }

@@ -350,6 +350,7 @@ fn validate_consumers(
             "consumers.peer_connect_timeout_ms",
             c.peer_connect_timeout_ms,
         ),
+        ("consumers.lag_interval_ms", c.lag_interval_ms),
     ] {
         if value == 0 {
             return Err(invalid(key.into(), "must be at least 1".into()));

@@ -691,6 +691,90 @@ async fn a_group_drains_the_old_epoch_across_a_migration() {
     gw.stop().await;
 }
 
+/// Waits until the group's lag samples are exactly `want` (cluster, records).
+async fn lag_becomes(gw: &TestGateway, group: &str, want: &[(&str, f64)]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = gw.gateway().telemetry().render_metrics();
+        let got: Vec<(&str, Option<f64>)> = want
+            .iter()
+            .map(|(cluster, _)| {
+                (
+                    *cluster,
+                    common::sample(
+                        &text,
+                        "sluice_consumer_lag_records",
+                        &[("cluster", cluster), ("group", group)],
+                    ),
+                )
+            })
+            .collect();
+        if got.iter().zip(want).all(|((_, g), (_, w))| *g == Some(*w)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lag of {group}: want {want:?}, got {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_lag_is_measured_by_cluster_across_a_migration() {
+    let gw = TestGateway::start_with(|c| c.consumers.lag_interval_ms = 50).await;
+    let topic = "lagging";
+    gw.create_topic(topic, 1).await;
+    let first: Vec<String> = (0..10).map(|i| format!("old-{i}")).collect();
+    gw.produce_values(topic, 0, &first).await;
+    let info: Value = common::get_json(&gw.client, format!("{}/topics/{topic}", gw.url)).await;
+    let from = info["cluster"].as_str().unwrap().to_owned();
+
+    let c = Consumer::create(&gw.client, &gw.url, "laggers", "only", json!({})).await;
+    c.subscribe(&[topic]).await;
+    let read = c.poll_until(5, Duration::from_secs(10)).await;
+    assert!(read.len() >= 5);
+    // Offset 3 consumed: the next to read is 4, six records behind.
+    c.expect(
+        "/offsets",
+        json!({"offsets": [{"topic": topic, "partition": 0, "offset": 3}]}),
+        200,
+    )
+    .await;
+    lag_becomes(&gw, "laggers", &[(&from, 6.0)]).await;
+
+    // Moved, with five more in the new epoch: the old epoch's six are
+    // still owed on the old cluster, the five on the new one.
+    let to = ["local-0", "local-1", "local-2"]
+        .into_iter()
+        .find(|c| *c != from)
+        .unwrap();
+    let reply = reqwest::Client::new()
+        .post(format!("{}/admin/topics/{topic}/migrate", gw.admin_url))
+        .json(&json!({ "to": to }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200, "{}", reply.text().await.unwrap());
+    let second: Vec<String> = (0..5).map(|i| format!("new-{i}")).collect();
+    gw.produce_values(topic, 0, &second).await;
+    lag_becomes(&gw, "laggers", &[(&from, 6.0), (to, 5.0)]).await;
+
+    // Read to the end and committed: nothing owed anywhere.
+    let rest = c.poll_until(15 - read.len(), Duration::from_secs(10)).await;
+    assert_eq!(read.len() + rest.len(), 15);
+    c.commit_all().await;
+    lag_becomes(&gw, "laggers", &[(&from, 0.0), (to, 0.0)]).await;
+
+    // The group gone: its lag is 0, not its last value.
+    gw.produce_values(topic, 0, &["late-0".into(), "late-1".into()])
+        .await;
+    lag_becomes(&gw, "laggers", &[(&from, 0.0), (to, 2.0)]).await;
+    c.delete().await;
+    lag_becomes(&gw, "laggers", &[(&from, 0.0), (to, 0.0)]).await;
+    gw.stop().await;
+}
+
 mod behind_a_balancer {
     //! Two `sluice` processes sharing three Kafka-protocol brokers and a
     //! Kafka placement store, with a round-robin TCP proxy in front: every

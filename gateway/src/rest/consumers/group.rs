@@ -25,6 +25,7 @@ use super::assign::{self, TopicPartition};
 use super::offsets::{self, Position};
 use crate::error::ApiError;
 use crate::rest::media::EmbeddedFormat;
+use crate::telemetry::metrics::{CONSUMER_LAG_RECORDS, LABEL_CLUSTER, LABEL_GROUP};
 
 /// Confluent's code for an unknown (or expired) consumer instance.
 pub const CONSUMER_NOT_FOUND: u32 = 40403;
@@ -278,6 +279,8 @@ pub struct Coordinator {
     groups: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Group>>>>,
     instances: AtomicUsize,
     sweeping: std::sync::atomic::AtomicBool,
+    /// The `(cluster, group)` pairs whose lag the last measurement set.
+    lag_published: Mutex<Vec<(String, String)>>,
 }
 
 impl Coordinator {
@@ -290,6 +293,7 @@ impl Coordinator {
             groups: Mutex::new(HashMap::new()),
             instances: AtomicUsize::new(0),
             sweeping: std::sync::atomic::AtomicBool::new(false),
+            lag_published: Mutex::new(Vec::new()),
         })
     }
 
@@ -299,7 +303,60 @@ impl Coordinator {
                 (self.config.instance_timeout_ms / 4).clamp(1, DEFAULT_SWEEP_MS),
             );
             tokio::spawn(sweep(Arc::downgrade(self), period));
+            let lag_period = Duration::from_millis(self.config.lag_interval_ms.max(1));
+            tokio::spawn(measure_lag(Arc::downgrade(self), lag_period));
         }
+    }
+
+    /// Sets `sluice_consumer_lag_records` of every group with members: per
+    /// cluster, the records between each partition's committed position
+    /// and its end. A group and cluster measured before and not now (no
+    /// members left, no commits there) goes to 0.
+    async fn measure_lag_once(&self) {
+        let groups: Vec<_> = self
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut lag: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for entry in groups {
+            // Taken under the group's lock, measured without it.
+            let (name, committed) = {
+                let g = entry.lock().await;
+                let committed: BTreeMap<TopicPartition, Position> = g
+                    .instances
+                    .values()
+                    .flat_map(|i| i.parts.iter())
+                    .filter_map(|(tp, part)| part.committed.map(|at| (tp.clone(), at)))
+                    .collect();
+                (g.name.clone(), committed)
+            };
+            for ((topic, partition), at) in committed {
+                let Some(placement) = self.federation.placement(&topic) else {
+                    continue;
+                };
+                // A partition whose cluster does not answer is left out
+                // of this round.
+                let Ok(ends) = self.federation.offsets(&topic, partition).await else {
+                    continue;
+                };
+                for (cluster, n) in offsets::lag(&placement, partition, at, ends.latest) {
+                    *lag.entry((cluster, name.clone())).or_default() += n;
+                }
+            }
+        }
+        let mut published = self.lag_published.lock().unwrap_or_else(|e| e.into_inner());
+        for (cluster, group) in published.iter() {
+            if !lag.contains_key(&(cluster.clone(), group.clone())) {
+                metrics::gauge!(CONSUMER_LAG_RECORDS, LABEL_CLUSTER => cluster.clone(), LABEL_GROUP => group.clone()).set(0.0);
+            }
+        }
+        for ((cluster, group), n) in &lag {
+            metrics::gauge!(CONSUMER_LAG_RECORDS, LABEL_CLUSTER => cluster.clone(), LABEL_GROUP => group.clone()).set(*n as f64);
+        }
+        *published = lag.into_keys().collect();
     }
 
     /// The consumers configuration.
@@ -1055,6 +1112,16 @@ async fn sweep(coordinator: Weak<Coordinator>, period: Duration) {
             return;
         };
         coordinator.sweep_once().await;
+    }
+}
+
+async fn measure_lag(coordinator: Weak<Coordinator>, period: Duration) {
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(coordinator) = coordinator.upgrade() else {
+            return;
+        };
+        coordinator.measure_lag_once().await;
     }
 }
 

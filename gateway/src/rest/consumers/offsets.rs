@@ -99,6 +99,32 @@ pub fn committed_position(
     None
 }
 
+/// Records from `at` to the end of the partition, by the cluster holding
+/// them: the rest of `at`'s epoch, every later epoch whole, and the current
+/// one up to `latest`. Every epoch from `at` on gives its cluster an entry,
+/// 0 when there is nothing left to read there.
+pub fn lag(
+    placement: &TopicPlacement,
+    partition: u32,
+    at: Position,
+    latest: u64,
+) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = Vec::new();
+    for e in placement.epochs.iter().filter(|e| e.epoch >= at.epoch) {
+        let from = match e.epoch == at.epoch {
+            true => at.offset.max(start(e, partition)),
+            false => start(e, partition),
+        };
+        let to = end(e, partition).unwrap_or(latest);
+        let n = to.saturating_sub(from);
+        match out.iter_mut().find(|(cluster, _)| *cluster == e.cluster) {
+            Some((_, total)) => *total += n,
+            None => out.push((e.cluster.clone(), n)),
+        }
+    }
+    out
+}
+
 /// The position the reader is really at: past the end of a sealed epoch is
 /// the start of the next.
 pub fn settle(placement: &TopicPlacement, partition: u32, position: Position) -> Position {
@@ -180,6 +206,25 @@ mod tests {
 
     fn pos(epoch: u32, offset: u64) -> Position {
         Position { epoch, offset }
+    }
+
+    #[test]
+    fn lag_counts_what_is_left_in_each_epoch_by_cluster() {
+        let p = there_and_back();
+        // In epoch 1 at 4: 6 left there, 5 in epoch 2, 12 - 10 in epoch 3.
+        assert_eq!(
+            lag(&p, 0, pos(1, 4), 12),
+            vec![("a".into(), 8), ("b".into(), 5)]
+        );
+        // In epoch 2 at its end: only the current epoch is left.
+        assert_eq!(
+            lag(&p, 0, pos(2, 5), 12),
+            vec![("b".into(), 0), ("a".into(), 2)]
+        );
+        // Caught up in the current epoch.
+        assert_eq!(lag(&p, 0, pos(3, 12), 12), vec![("a".into(), 0)]);
+        // An end that went backwards (retention, a recreated topic) is no lag.
+        assert_eq!(lag(&p, 0, pos(3, 12), 11), vec![("a".into(), 0)]);
     }
 
     fn read_back(p: &TopicPlacement, stored: &[(&str, u64)]) -> Option<Position> {
