@@ -639,19 +639,7 @@ async fn a_group_drains_the_old_epoch_across_a_migration() {
     c.delete().await;
 
     // Move the topic; write more in the new epoch.
-    let info: Value = common::get_json(&gw.client, format!("{}/topics/{topic}", gw.url)).await;
-    let from = info["cluster"].as_str().unwrap().to_owned();
-    let to = ["local-0", "local-1", "local-2"]
-        .into_iter()
-        .find(|c| *c != from)
-        .unwrap();
-    let reply = reqwest::Client::new()
-        .post(format!("{}/admin/topics/{topic}/migrate", gw.admin_url))
-        .json(&json!({ "to": to }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reply.status(), 200, "{}", reply.text().await.unwrap());
+    migrate_away(&gw, topic).await;
     let round2 = gw.produce_round(topic, 2, 4, "new").await;
 
     // A new member continues from the commit: the rest of the old epoch
@@ -691,6 +679,24 @@ async fn a_group_drains_the_old_epoch_across_a_migration() {
     gw.stop().await;
 }
 
+/// Migrates `topic` from its home to another embedded cluster; returns both.
+async fn migrate_away(gw: &TestGateway, topic: &str) -> (String, &'static str) {
+    let info: Value = common::get_json(&gw.client, format!("{}/topics/{topic}", gw.url)).await;
+    let from = info["cluster"].as_str().unwrap().to_owned();
+    let to = ["local-0", "local-1", "local-2"]
+        .into_iter()
+        .find(|c| *c != from)
+        .unwrap();
+    let reply = reqwest::Client::new()
+        .post(format!("{}/admin/topics/{topic}/migrate", gw.admin_url))
+        .json(&json!({ "to": to }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200, "{}", reply.text().await.unwrap());
+    (from, to)
+}
+
 /// Waits until the group's lag samples are exactly `want` (cluster, records).
 async fn lag_becomes(gw: &TestGateway, group: &str, want: &[(&str, f64)]) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -727,8 +733,8 @@ async fn consumer_lag_is_measured_by_cluster_across_a_migration() {
     gw.create_topic(topic, 1).await;
     let first: Vec<String> = (0..10).map(|i| format!("old-{i}")).collect();
     gw.produce_values(topic, 0, &first).await;
-    let info: Value = common::get_json(&gw.client, format!("{}/topics/{topic}", gw.url)).await;
-    let from = info["cluster"].as_str().unwrap().to_owned();
+    let home: Value = common::get_json(&gw.client, format!("{}/topics/{topic}", gw.url)).await;
+    let home = home["cluster"].as_str().unwrap().to_owned();
 
     let c = Consumer::create(&gw.client, &gw.url, "laggers", "only", json!({})).await;
     c.subscribe(&[topic]).await;
@@ -741,21 +747,11 @@ async fn consumer_lag_is_measured_by_cluster_across_a_migration() {
         200,
     )
     .await;
-    lag_becomes(&gw, "laggers", &[(&from, 6.0)]).await;
+    lag_becomes(&gw, "laggers", &[(&home, 6.0)]).await;
 
     // Moved, with five more in the new epoch: the old epoch's six are
     // still owed on the old cluster, the five on the new one.
-    let to = ["local-0", "local-1", "local-2"]
-        .into_iter()
-        .find(|c| *c != from)
-        .unwrap();
-    let reply = reqwest::Client::new()
-        .post(format!("{}/admin/topics/{topic}/migrate", gw.admin_url))
-        .json(&json!({ "to": to }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reply.status(), 200, "{}", reply.text().await.unwrap());
+    let (from, to) = migrate_away(&gw, topic).await;
     let second: Vec<String> = (0..5).map(|i| format!("new-{i}")).collect();
     gw.produce_values(topic, 0, &second).await;
     lag_becomes(&gw, "laggers", &[(&from, 6.0), (to, 5.0)]).await;

@@ -313,13 +313,7 @@ impl Coordinator {
     /// and its end. A group and cluster measured before and not now (no
     /// members left, no commits there) goes to 0.
     async fn measure_lag_once(&self) {
-        let groups: Vec<_> = self
-            .groups
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let groups = self.all_groups();
         let mut lag: BTreeMap<(String, String), u64> = BTreeMap::new();
         for entry in groups {
             // Taken under the group's lock, measured without it.
@@ -1070,14 +1064,18 @@ impl Coordinator {
         Ok(g.generation)
     }
 
-    async fn sweep_once(&self) {
-        let groups: Vec<_> = self
-            .groups
+    /// Every group held here, taken out of the map's lock.
+    fn all_groups(&self) -> Vec<Arc<tokio::sync::Mutex<Group>>> {
+        self.groups
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    async fn sweep_once(&self) {
+        let groups = self.all_groups();
         for entry in groups {
             let mut g = entry.lock().await;
             if g.expire(self.timeout(), &self.instances) {
