@@ -97,6 +97,12 @@ struct Handles {
     duration: ::metrics::Histogram,
 }
 
+impl Handles {
+    fn labels_are(&self, route: &str, method: &str, status: u16) -> bool {
+        self.status == status && self.method == method && *self.route == *route
+    }
+}
+
 /// Handles by label set. [`Router::layer`](axum::Router::layer) wraps each
 /// route on its own, so a wrapped service sees one route, a few methods
 /// and a few statuses: a short list, scanned under a read lock, saves the
@@ -109,7 +115,7 @@ impl RequestMetrics {
     fn record(&self, route: &str, method: &'static str, status: u16, seconds: f64) {
         let find = |list: &[Handles]| {
             list.iter()
-                .find(|h| h.status == status && h.method == method && &*h.route == route)
+                .find(|h| h.labels_are(route, method, status))
                 .map(|h| {
                     h.requests.increment(1);
                     h.duration.record(seconds);
@@ -143,9 +149,7 @@ impl RequestMetrics {
         if room {
             let mut list = self.0.write().unwrap_or_else(|e| e.into_inner());
             // Another request may have added it meanwhile.
-            let known = list
-                .iter()
-                .any(|h| h.status == status && h.method == method && *h.route == *route);
+            let known = list.iter().any(|h| h.labels_are(route, method, status));
             if !known && list.len() < MAX_CACHED_LABEL_SETS {
                 list.push(handles);
             }
