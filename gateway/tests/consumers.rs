@@ -766,6 +766,14 @@ async fn consumer_lag_is_measured_by_cluster_across_a_migration() {
     gw.produce_values(topic, 0, &["late-0".into(), "late-1".into()])
         .await;
     lag_becomes(&gw, "laggers", &[(&from, 0.0), (to, 2.0)]).await;
+
+    // While the home does not answer, the lag is unknown: it keeps its
+    // last value, not 0.
+    let home = gw.gateway().embedded_cluster(to).expect("new home").clone();
+    home.set_available(false);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lag_becomes(&gw, "laggers", &[(&from, 0.0), (to, 2.0)]).await;
+    home.set_available(true);
     c.delete().await;
     lag_becomes(&gw, "laggers", &[(&from, 0.0), (to, 0.0)]).await;
     gw.stop().await;

@@ -311,10 +311,12 @@ impl Coordinator {
     /// Sets `sluice_consumer_lag_records` of every group with members: per
     /// cluster, the records between each partition's committed position
     /// and its end. A group and cluster measured before and not now (no
-    /// members left, no commits there) goes to 0.
+    /// members left, no commits there) goes to 0; one whose partitions'
+    /// ends could not be read keeps its last value.
     async fn measure_lag_once(&self) {
         let groups = self.all_groups();
         let mut lag: BTreeMap<(String, String), u64> = BTreeMap::new();
+        let mut unknown: BTreeSet<(String, String)> = BTreeSet::new();
         for entry in groups {
             // Taken under the group's lock, measured without it.
             let (name, committed) = {
@@ -331,9 +333,13 @@ impl Coordinator {
                 let Some(placement) = self.federation.placement(&topic) else {
                     continue;
                 };
-                // A partition whose cluster does not answer is left out
-                // of this round.
+                // A partition whose home does not answer leaves the lag of
+                // every cluster it spans unknown this round: those keep
+                // their last value rather than show a partial sum.
                 let Ok(ends) = self.federation.offsets(&topic, partition).await else {
+                    for e in placement.epochs.iter().filter(|e| e.epoch >= at.epoch) {
+                        unknown.insert((e.cluster.clone(), name.clone()));
+                    }
                     continue;
                 };
                 for (cluster, n) in offsets::lag(&placement, partition, at, ends.latest) {
@@ -341,16 +347,26 @@ impl Coordinator {
                 }
             }
         }
+        let gauge = |(cluster, group): &(String, String)| metrics::gauge!(CONSUMER_LAG_RECORDS, LABEL_CLUSTER => cluster.clone(), LABEL_GROUP => group.clone());
         let mut published = self.lag_published.lock().unwrap_or_else(|e| e.into_inner());
-        for (cluster, group) in published.iter() {
-            if !lag.contains_key(&(cluster.clone(), group.clone())) {
-                metrics::gauge!(CONSUMER_LAG_RECORDS, LABEL_CLUSTER => cluster.clone(), LABEL_GROUP => group.clone()).set(0.0);
+        for key in published.iter() {
+            if !lag.contains_key(key) && !unknown.contains(key) {
+                gauge(key).set(0.0);
             }
         }
-        for ((cluster, group), n) in &lag {
-            metrics::gauge!(CONSUMER_LAG_RECORDS, LABEL_CLUSTER => cluster.clone(), LABEL_GROUP => group.clone()).set(*n as f64);
+        for (key, n) in &lag {
+            if !unknown.contains(key) {
+                gauge(key).set(*n as f64);
+            }
         }
-        *published = lag.into_keys().collect();
+        let kept: Vec<_> = published
+            .iter()
+            .filter(|key| unknown.contains(*key))
+            .cloned()
+            .collect();
+        *published = lag.into_keys().chain(kept).collect();
+        published.sort_unstable();
+        published.dedup();
     }
 
     /// The consumers configuration.
