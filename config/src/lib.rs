@@ -36,6 +36,9 @@ pub const DEFAULT_CONSUMER_MAX_POLL_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_CONSUMER_MAX_INSTANCES: usize = 10_000;
 /// Time to connect to the peer gateway that owns a consumer group.
 pub const DEFAULT_PEER_CONNECT_TIMEOUT_MS: u64 = 2_000;
+/// How long after an epoch switch the old home is checked for late writes
+/// (shared placement): twice the default Kafka request timeout.
+pub const DEFAULT_LATE_WRITE_GRACE_MS: u64 = 10_000;
 /// How often the lag of the consumer groups a gateway owns is measured.
 pub const DEFAULT_CONSUMER_LAG_INTERVAL_MS: u64 = 10_000;
 /// Default admin listener address (health, readiness, later metrics).
@@ -511,6 +514,12 @@ pub struct PlacementConfig {
     pub cluster: Option<String>,
     /// The compacted topic for `store = "kafka"`.
     pub topic: String,
+    /// With a shared store: how long after switching a topic's epoch the
+    /// switching gateway looks on the old home for records other gateways
+    /// wrote there before they saw the switch, and copies them into the
+    /// current epoch. More than the clusters' `request_timeout_ms` plus the
+    /// time a gateway takes to see a placement change.
+    pub late_write_grace_ms: u64,
 }
 
 impl Default for PlacementConfig {
@@ -519,6 +528,7 @@ impl Default for PlacementConfig {
             store: PlacementStoreKind::File,
             cluster: None,
             topic: DEFAULT_PLACEMENT_TOPIC.to_owned(),
+            late_write_grace_ms: DEFAULT_LATE_WRITE_GRACE_MS,
         }
     }
 }

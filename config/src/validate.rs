@@ -256,6 +256,12 @@ pub(crate) fn validate(config: &Config, file: &Path) -> Result<(), ConfigError> 
                 ))
             }
         }
+        if f.placement.late_write_grace_ms == 0 {
+            return Err(invalid(
+                "federation.placement.late_write_grace_ms".into(),
+                "must be at least 1".into(),
+            ));
+        }
         if !is_valid_topic_name(&f.placement.topic) {
             return Err(invalid(
                 "federation.placement.topic".into(),

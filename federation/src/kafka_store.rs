@@ -167,6 +167,10 @@ impl KafkaStore {
 }
 
 impl PlacementStore for KafkaStore {
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn load(&self) -> Result<PlacementTable> {
         let consumer = self.consumer(0)?;
         let mut table = PlacementTable::new();

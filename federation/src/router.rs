@@ -11,7 +11,7 @@
 //! sealed end offsets cover every acknowledged record.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sluice_broker::{
@@ -155,6 +155,15 @@ async fn follow(
     }
 }
 
+/// Waits `grace`, then copies what landed on the old home past the seal
+/// ([`Federation::copy_sealed_tail`]), unless the federation is gone.
+async fn copy_late_writes(federation: Weak<Federation>, sealed: Sealed, grace: Duration) {
+    tokio::time::sleep(grace).await;
+    if let Some(federation) = federation.upgrade() {
+        federation.copy_sealed_tail(&sealed).await;
+    }
+}
+
 /// Every cluster behind the gateway, presented as one.
 pub struct Federation {
     pub(crate) members: Arc<Members>,
@@ -169,6 +178,21 @@ pub struct Federation {
     pub(crate) rebalance: Mutex<RebalanceState>,
     probe: Mutex<Option<JoinHandle<()>>>,
     watcher: Mutex<Option<JoinHandle<()>>>,
+    /// Itself, for the tasks an epoch switch leaves behind; set by `open`.
+    this: OnceLock<Weak<Federation>>,
+}
+
+/// Bytes asked for per fetch when copying late writes.
+const LATE_WRITE_FETCH_BYTES: usize = 1024 * 1024;
+
+/// What an epoch switch sealed on its old home, for the later look for
+/// writes that landed there after the seal.
+struct Sealed {
+    topic: String,
+    generation: u64,
+    epoch: u32,
+    source: Arc<Member>,
+    end_offsets: Vec<u64>,
 }
 
 impl Drop for Federation {
@@ -238,6 +262,7 @@ impl Federation {
             rebalance: Mutex::new(RebalanceState::default()),
             probe: Mutex::new(None),
             watcher: Mutex::new(None),
+            this: OnceLock::new(),
         })
     }
 
@@ -265,6 +290,7 @@ impl Federation {
             store,
             table,
         )?);
+        let _ = federation.this.set(Arc::downgrade(&federation));
         federation.reconcile().await?;
         if let Some(changes) = federation.store.watch() {
             let task = tokio::spawn(follow(Arc::downgrade(&federation), changes));
@@ -936,7 +962,7 @@ impl Federation {
             .route(topic)
             .ok_or_else(|| BrokerError::UnknownTopic(topic.to_owned()))?;
         let _exclusive = route.gate.write().await;
-        let (from, current_epoch, partitions, start_offsets) = {
+        let (from, current_epoch, partitions, start_offsets, generation) = {
             let table = lock_read(&self.table);
             let placement = table
                 .get(topic)
@@ -949,6 +975,7 @@ impl Federation {
                 current.epoch,
                 placement.partitions,
                 current.start_offsets.clone(),
+                placement.generation,
             )
         };
         if current_epoch != expected_epoch {
@@ -1042,6 +1069,13 @@ impl Federation {
             new_start.push(o.latest);
         }
 
+        let sealed = Sealed {
+            topic: topic.to_owned(),
+            generation,
+            epoch: expected_epoch,
+            source: source.clone(),
+            end_offsets: end_offsets.clone(),
+        };
         let switch = EpochSwitch {
             expected_epoch,
             end_offsets,
@@ -1053,7 +1087,104 @@ impl Federation {
         self.persist(change).await?;
         route.reset(new_start);
         tracing::info!(topic, from = %from, to = %to, epoch = expected_epoch + 1, ?reason, "topic switched to a new epoch");
+        // Other gateways write to the old home until they see the switch.
+        if self.store.shared() {
+            if let Some(this) = self.this.get().cloned() {
+                let grace = Duration::from_millis(self.config.placement.late_write_grace_ms);
+                tokio::spawn(copy_late_writes(this, sealed, grace));
+            }
+        }
         Ok(())
+    }
+
+    /// Copies records written to `sealed`'s old home past its end (by
+    /// gateways that had not yet seen the switch: acknowledged, but past
+    /// where readers leave the epoch) into the topic's current epoch, with
+    /// their partition, key, value, headers and timestamp. They are read
+    /// after what the current epoch held by then: late, never lost.
+    ///
+    /// Boxed with `Send` spelled out: copying produces, a produce can fail
+    /// over and so switch an epoch, and a switch spawns this again; the
+    /// compiler cannot infer `Send` around that cycle.
+    fn copy_sealed_tail<'a>(
+        &'a self,
+        sealed: &'a Sealed,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(self.copy_sealed_tail_inner(sealed))
+    }
+
+    async fn copy_sealed_tail_inner(&self, sealed: &Sealed) {
+        let topic = sealed.topic.as_str();
+        let Some(placement) = self.placement(topic) else {
+            return;
+        };
+        // Another incarnation of the name, or the epoch gone: nothing of
+        // ours to copy.
+        if placement.generation != sealed.generation || placement.epoch(sealed.epoch).is_none() {
+            return;
+        }
+        for (p, &end) in sealed.end_offsets.iter().enumerate() {
+            let p = p as u32;
+            // Where a later epoch on the same cluster starts, if the topic
+            // came back there: its records are its own.
+            let bound = placement
+                .epochs
+                .iter()
+                .filter(|e| e.epoch > sealed.epoch && e.cluster == sealed.source.name)
+                .filter_map(|e| e.start_offsets.get(p as usize).copied())
+                .min();
+            let latest = match sealed.source.cluster.offsets(topic, p).await {
+                Ok(o) => o.latest,
+                Err(e) => {
+                    tracing::warn!(topic, partition = p, cluster = %sealed.source.name, error = %e, "cannot look for late writes on the old home");
+                    continue;
+                }
+            };
+            let stop = bound.map_or(latest, |b| b.min(latest));
+            let mut at = end;
+            let mut copied = 0usize;
+            while at < stop {
+                let batch = match sealed
+                    .source
+                    .cluster
+                    .fetch(topic, p, at, LATE_WRITE_FETCH_BYTES)
+                    .await
+                {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        tracing::error!(topic, partition = p, offset = at, cluster = %sealed.source.name, error = %e, "cannot read late writes on the old home; they stay unread");
+                        break;
+                    }
+                };
+                let Some(last) = batch.records.last().map(|r| r.offset) else {
+                    break;
+                };
+                let records: Vec<ProduceRecord> = batch
+                    .records
+                    .into_iter()
+                    .filter(|r| r.offset >= at && r.offset < stop)
+                    .map(|r| ProduceRecord {
+                        partition: Some(p),
+                        key: r.key,
+                        value: r.value,
+                        headers: r.headers,
+                        timestamp_ms: Some(r.timestamp_ms),
+                    })
+                    .collect();
+                let n = records.len();
+                if n > 0 {
+                    if let Err(e) = self.produce(topic, records, Acks::All).await {
+                        tracing::error!(topic, partition = p, offset = at, error = %e, "cannot copy late writes into the current epoch; they stay unread");
+                        break;
+                    }
+                }
+                copied += n;
+                at = last + 1;
+            }
+            if copied > 0 {
+                tracing::warn!(topic, partition = p, copied, cluster = %sealed.source.name, "copied records another gateway wrote to the old home after the switch into the current epoch");
+            }
+        }
     }
 
     /// Moves one topic to `to` now (drain-then-switch).

@@ -89,6 +89,13 @@ pub trait PlacementStore: Send + Sync {
     fn watch(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<PlacementChange>> {
         None
     }
+
+    /// Whether other gateways share this store (and write to the same
+    /// clusters): then an epoch switch is followed by a look for writes
+    /// they made to the old home before they saw it.
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// The placement log of a single node, in `<data_dir>/placement/`.

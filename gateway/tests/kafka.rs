@@ -393,6 +393,139 @@ async fn two_gateway_processes_share_placement_and_follow_a_migration() {
     drop((a, b));
 }
 
+/// How long after a migration the switching gateway looks for late
+/// writes on the old home, in the test below.
+const TEST_LATE_WRITE_GRACE_MS: u64 = 1_500;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_by_a_gateway_that_has_not_seen_a_migration_are_not_lost() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let bed = KafkaTestbed::start(3).await.expect("test bed");
+    let config = |dir: &std::path::Path| {
+        shared_placement_config(&bed, &dir.join("data")).replace(
+            "store = \"kafka\"\n",
+            &format!("store = \"kafka\"\nlate_write_grace_ms = {TEST_LATE_WRITE_GRACE_MS}\n"),
+        )
+    };
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = SluiceProcess::start(dir_a.path(), &config(dir_a.path()));
+    let b = SluiceProcess::start(dir_b.path(), &config(dir_b.path()));
+    let http_a = SluiceProcess::client(&dir_a.path().join("data"));
+    let http_b = SluiceProcess::client(&dir_b.path().join("data"));
+    let admin = reqwest::Client::new();
+    let t = "contested";
+    let reply = produce(
+        &http_a,
+        &a.url,
+        t,
+        json!([{"partition": 0, "value": b64("a-0")}]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status(), 200, "{}", reply.text().await.unwrap());
+    let deadline = Instant::now() + PATIENCE;
+    while http_b
+        .get(format!("{}/topics/{t}", b.url))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        != 200
+    {
+        assert!(Instant::now() < deadline, "B never learned {t}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // B writes without pause while A moves the topic, until a write of B
+    // lands on the old home after A sealed it (B has not seen the switch
+    // yet), or three moves went by.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (http, url, stop) = (http_b.clone(), b.url.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut acked = vec!["a-0".to_owned()];
+            let deadline = Instant::now() + Duration::from_secs(60);
+            for i in 0.. {
+                if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                    break;
+                }
+                let value = format!("b-{i}");
+                let body = json!([{"partition": 0, "value": b64(&value)}]);
+                if let Ok(reply) = produce(&http, &url, t, body).await {
+                    if reply.status() == 200 {
+                        acked.push(value);
+                    }
+                }
+            }
+            acked
+        })
+    };
+    let mut late = 0;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let from = home_of(&http_a, &a.url, t).await;
+        let to = (0..3).map(cluster_name).find(|c| *c != from).unwrap();
+        let reply = admin
+            .post(format!("{}/admin/topics/{t}/migrate", a.admin_url))
+            .json(&json!({ "to": to }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200, "{}", reply.text().await.unwrap());
+        // Past the time B takes to see the switch, before A's sweep.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let placement: Value = common::get_json(
+            &admin,
+            format!("{}/admin/topics/{t}/placement", a.admin_url),
+        )
+        .await;
+        let epochs = placement["epochs"].as_array().unwrap();
+        let sealed = &epochs[epochs.len() - 2];
+        let end = sealed["end_offsets"][0].as_u64().unwrap();
+        let on_old = read_topic(&bed.bootstrap(index_of(&from)), t)
+            .await
+            .unwrap();
+        late = on_old
+            .iter()
+            .filter(|r| r.partition == 0 && r.offset >= end)
+            .count();
+        eprintln!(
+            "moved {from} -> {to}: {late} records landed on {from} past its sealed end {end}"
+        );
+        if late > 0 {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let acked = writer.await.unwrap();
+    assert!(
+        late > 0,
+        "no write landed late in three moves: the race was not exercised"
+    );
+
+    // After A's sweep, every acknowledged record reads once through cursors.
+    tokio::time::sleep(Duration::from_millis(TEST_LATE_WRITE_GRACE_MS + 1_000)).await;
+    let values = read_all(&http_a, &a.url, t, 0, acked.len()).await;
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for v in &values {
+        *seen.entry(v.as_str()).or_default() += 1;
+    }
+    let missing: Vec<&String> = acked
+        .iter()
+        .filter(|v| !seen.contains_key(v.as_str()))
+        .collect();
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged records are not read: {missing:?}",
+        missing.len()
+    );
+    assert!(twice.is_empty(), "read more than once: {twice:?}");
+    assert_eq!(values.len(), acked.len());
+    drop((a, b));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_broker_fails_fast_or_over_and_rejoins() {
     let _ = tracing_subscriber::fmt()
