@@ -185,6 +185,10 @@ pub struct Federation {
 /// Bytes asked for per fetch when copying late writes.
 const LATE_WRITE_FETCH_BYTES: usize = 1024 * 1024;
 
+/// Fetches that may come back empty in a row before copying late writes
+/// gives up.
+const LATE_WRITE_EMPTY_FETCHES: u32 = 5;
+
 /// What an epoch switch sealed on its old home, for the later look for
 /// writes that landed there after the seal.
 struct Sealed {
@@ -1143,6 +1147,7 @@ impl Federation {
             let stop = bound.map_or(latest, |b| b.min(latest));
             let mut at = end;
             let mut copied = 0usize;
+            let mut empty = 0;
             while at < stop {
                 let batch = match sealed
                     .source
@@ -1156,8 +1161,16 @@ impl Federation {
                         break;
                     }
                 };
-                let Some(last) = batch.records.last().map(|r| r.offset) else {
-                    break;
+                // Nothing at or after `at` (a fetch can come back empty):
+                // a few more tries, then give up loudly.
+                let Some(last) = batch.records.last().map(|r| r.offset).filter(|l| *l >= at) else {
+                    empty += 1;
+                    if empty >= LATE_WRITE_EMPTY_FETCHES {
+                        tracing::error!(topic, partition = p, offset = at, end = stop, cluster = %sealed.source.name, "the old home returns nothing where it reports records; late writes stay unread");
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
                 };
                 let records: Vec<ProduceRecord> = batch
                     .records
