@@ -67,12 +67,8 @@ pub struct HexId {
 
 impl HexId {
     fn new(bytes: &[u8]) -> Self {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut text = [0u8; 32];
-        for (i, b) in bytes.iter().take(16).enumerate() {
-            text[2 * i] = DIGITS[usize::from(b >> 4)];
-            text[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
-        }
+        super::propagation::put_hex(&mut text, bytes);
         Self {
             text,
             len: 2 * bytes.len().min(16),

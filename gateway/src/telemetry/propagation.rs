@@ -76,20 +76,23 @@ pub fn parse_traceparent(value: &[u8]) -> Option<SpanContext> {
 
 /// `traceparent` for a span context, version 00, on the stack.
 pub fn format_traceparent(context: &SpanContext) -> [u8; TRACEPARENT_LEN] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [b'-'; TRACEPARENT_LEN];
     out[0] = b'0';
     out[1] = b'0';
-    let mut put = |at: usize, bytes: &[u8]| {
-        for (i, b) in bytes.iter().enumerate() {
-            out[at + 2 * i] = HEX[usize::from(b >> 4)];
-            out[at + 2 * i + 1] = HEX[usize::from(b & 0xf)];
-        }
-    };
-    put(3, &context.trace_id().to_bytes());
-    put(36, &context.span_id().to_bytes());
-    put(53, &[context.trace_flags().to_u8()]);
+    put_hex(&mut out[3..35], &context.trace_id().to_bytes());
+    put_hex(&mut out[36..52], &context.span_id().to_bytes());
+    put_hex(&mut out[53..55], &[context.trace_flags().to_u8()]);
     out
+}
+
+/// Writes `bytes` as lowercase hex into the start of `out` (two digits a
+/// byte; `out` must have room).
+pub(crate) fn put_hex(out: &mut [u8], bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
+    }
 }
 
 /// The parent a client gave: a `traceparent` (and `tracestate`) in text,
