@@ -687,13 +687,7 @@ async fn migrate_away(gw: &TestGateway, topic: &str) -> (String, &'static str) {
         .into_iter()
         .find(|c| *c != from)
         .unwrap();
-    let reply = reqwest::Client::new()
-        .post(format!("{}/admin/topics/{topic}/migrate", gw.admin_url))
-        .json(&json!({ "to": to }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reply.status(), 200, "{}", reply.text().await.unwrap());
+    common::migrate(&gw.admin_url, topic, to).await;
     (from, to)
 }
 

@@ -213,13 +213,7 @@ async fn migration_under_live_traffic_loses_and_duplicates_nothing() {
         assert!(Instant::now() < deadline, "traffic never got going");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let migrated = reqwest::Client::new()
-        .post(format!("{}/admin/topics/{topic}/migrate", gw.admin_url))
-        .json(&json!({"to": to}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(migrated.status(), 200, "{}", migrated.text().await.unwrap());
+    common::migrate(&gw.admin_url, topic, &to).await;
     let at_switch = count(&acked);
     while count(&acked) < at_switch + 150 {
         assert!(
@@ -350,13 +344,7 @@ async fn two_gateway_processes_share_placement_and_follow_a_migration() {
     let from = home_of(&http_a, &a.url, t).await;
     let to = (0..3).map(cluster_name).find(|c| *c != from).unwrap();
     let started = Instant::now();
-    let reply = admin
-        .post(format!("{}/admin/topics/{t}/migrate", a.admin_url))
-        .json(&json!({"to": to}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reply.status(), 200, "{}", reply.text().await.unwrap());
+    common::migrate(&a.admin_url, t, &to).await;
     let seen = loop {
         let placement: Value = common::get_json(
             &admin,
@@ -466,13 +454,7 @@ async fn writes_by_a_gateway_that_has_not_seen_a_migration_are_not_lost() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let from = home_of(&http_a, &a.url, t).await;
         let to = (0..3).map(cluster_name).find(|c| *c != from).unwrap();
-        let reply = admin
-            .post(format!("{}/admin/topics/{t}/migrate", a.admin_url))
-            .json(&json!({ "to": to }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(reply.status(), 200, "{}", reply.text().await.unwrap());
+        common::migrate(&a.admin_url, t, &to).await;
         // Past the time B takes to see the switch, before A's sweep.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let placement: Value = common::get_json(

@@ -180,3 +180,15 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         })
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
+
+/// Moves `topic` to cluster `to` through the admin API at `admin_url`;
+/// fails the test unless it answers 200.
+pub async fn migrate(admin_url: &str, topic: &str, to: &str) {
+    let reply = reqwest::Client::new()
+        .post(format!("{admin_url}/admin/topics/{topic}/migrate"))
+        .json(&serde_json::json!({ "to": to }))
+        .send()
+        .await
+        .expect("admin API reachable");
+    assert_eq!(reply.status(), 200, "{}", reply.text().await.unwrap());
+}
