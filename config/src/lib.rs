@@ -520,6 +520,11 @@ pub struct PlacementConfig {
     /// current epoch. More than the clusters' `request_timeout_ms` plus the
     /// time a gateway takes to see a placement change.
     pub late_write_grace_ms: u64,
+    /// With a shared store: a gateway refuses produces (503, retriable)
+    /// while it has not confirmed for this long that it has every
+    /// placement change, so one cut off from the store stops writing to a
+    /// home that may have moved. 0 (the default): off, produces go on.
+    pub lease_ms: u64,
 }
 
 impl Default for PlacementConfig {
@@ -529,6 +534,7 @@ impl Default for PlacementConfig {
             cluster: None,
             topic: DEFAULT_PLACEMENT_TOPIC.to_owned(),
             late_write_grace_ms: DEFAULT_LATE_WRITE_GRACE_MS,
+            lease_ms: 0,
         }
     }
 }

@@ -297,3 +297,36 @@ fn consumer_timeouts_are_checked() {
     let msg = error("[consumers]\nrequest_timeout_ms = 5000\nmax_poll_timeout_ms = 1000\n");
     assert!(msg.contains("consumers.request_timeout_ms"), "{msg}");
 }
+
+/// Two Kafka clusters with placement shared on the first, plus `extra`
+/// under `[federation.placement]`.
+fn shared_placement(extra: &str) -> String {
+    format!(
+        "[federation.placement]\nstore = \"kafka\"\ncluster = \"k0\"\n{extra}\n\
+         [[clusters]]\nname = \"k0\"\nkind = \"kafka\"\n[clusters.kafka]\nbootstrap_servers = \"127.0.0.1:9092\"\nrequest_timeout_ms = 5000\n\
+         [[clusters]]\nname = \"k1\"\nkind = \"kafka\"\n[clusters.kafka]\nbootstrap_servers = \"127.0.0.1:9093\"\nrequest_timeout_ms = 7000\n"
+    )
+}
+
+#[test]
+fn a_placement_lease_needs_shared_placement_and_a_later_look_for_late_writes() {
+    let config = parse(&shared_placement(
+        "lease_ms = 2000\nlate_write_grace_ms = 10000",
+    ))
+    .unwrap();
+    assert_eq!(config.federation.placement.lease_ms, 2000);
+    // The look must come after the lease plus the slowest request timeout (7 s).
+    let e = error(&shared_placement(
+        "lease_ms = 3000\nlate_write_grace_ms = 10000",
+    ));
+    assert!(
+        e.contains("federation.placement.late_write_grace_ms"),
+        "{e}"
+    );
+    assert!(e.contains("7000"), "{e}");
+    let e = error("[federation.placement]\nlease_ms = 1000\n");
+    assert!(e.contains("federation.placement.lease_ms"), "{e}");
+    assert!(e.contains("store = \"kafka\""), "{e}");
+    let e = error(&shared_placement("late_write_grace_ms = 0"));
+    assert!(e.contains("late_write_grace_ms"), "{e}");
+}

@@ -234,6 +234,12 @@ pub(crate) fn validate(config: &Config, file: &Path) -> Result<(), ConfigError> 
             ));
         }
     }
+    if f.placement.lease_ms > 0 && f.placement.store != crate::PlacementStoreKind::Kafka {
+        return Err(invalid(
+            "federation.placement.lease_ms".into(),
+            "a lease is for placement shared between gateways: it needs store = \"kafka\"".into(),
+        ));
+    }
     if f.placement.store == crate::PlacementStoreKind::Kafka {
         let Some(name) = f.placement.cluster.as_deref() else {
             return Err(invalid(
@@ -260,6 +266,24 @@ pub(crate) fn validate(config: &Config, file: &Path) -> Result<(), ConfigError> 
             return Err(invalid(
                 "federation.placement.late_write_grace_ms".into(),
                 "must be at least 1".into(),
+            ));
+        }
+        // A gateway past its lease stops writing; a record it sent just
+        // before may still land until the clusters' request timeout: the
+        // look for late writes must come after both.
+        let slowest = config
+            .clusters
+            .iter()
+            .filter_map(|c| c.kafka.as_ref().map(|k| k.request_timeout_ms))
+            .max()
+            .unwrap_or(0);
+        let lease = f.placement.lease_ms;
+        if lease > 0 && f.placement.late_write_grace_ms <= lease + slowest {
+            return Err(invalid(
+                "federation.placement.late_write_grace_ms".into(),
+                format!(
+                    "must exceed lease_ms ({lease}) plus the longest kafka request_timeout_ms ({slowest}) when lease_ms is set"
+                ),
             ));
         }
         if !is_valid_topic_name(&f.placement.topic) {

@@ -25,6 +25,15 @@ pub enum FederationError {
         /// Why the cluster is down.
         reason: String,
     },
+    /// With `federation.placement.lease_ms`: this gateway has not confirmed
+    /// its view of placement recently enough to write.
+    #[error("placement not confirmed for {age_ms} ms (lease {lease_ms} ms); the placement store may be unreachable")]
+    PlacementStale {
+        /// Time since the view was last confirmed.
+        age_ms: u64,
+        /// The lease.
+        lease_ms: u64,
+    },
     /// No healthy, active cluster can take the topic.
     #[error("topic {topic:?}: no healthy cluster can take it")]
     NoHealthyCluster {
@@ -68,7 +77,10 @@ impl FederationError {
     pub fn is_retriable(&self) -> bool {
         match self {
             Self::Broker(e) => e.is_retriable(),
-            Self::HomeDown { .. } | Self::NoHealthyCluster { .. } | Self::RebalanceRunning => true,
+            Self::HomeDown { .. }
+            | Self::NoHealthyCluster { .. }
+            | Self::PlacementStale { .. }
+            | Self::RebalanceRunning => true,
             Self::Placement(e) => e.is_retryable(),
             Self::Store(e) => e.is_retryable(),
             _ => false,

@@ -24,11 +24,15 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use crate::placement::{PlacementChange, PlacementTable};
-use crate::store::{PlacementStore, Result, StoreError};
+use crate::store::{PlacementStore, Result, StoreError, Watched};
 
 /// How long one poll of the tailing consumer waits; bounds how late a
 /// dropped watcher notices it is no longer wanted.
 const TAIL_POLL: Duration = Duration::from_millis(100);
+
+/// How often the tail asks where the placement topic ends, to report
+/// that it has read everything stored before the question.
+const TAIL_CONFIRM: Duration = Duration::from_millis(200);
 
 /// The placement log on a Kafka topic.
 pub struct KafkaStore {
@@ -223,8 +227,9 @@ impl PlacementStore for KafkaStore {
         Ok(())
     }
 
-    fn watch(&self) -> Option<mpsc::UnboundedReceiver<PlacementChange>> {
+    fn watch(&self) -> Option<mpsc::UnboundedReceiver<Watched>> {
         let from = *self.loaded_to.lock().unwrap_or_else(|e| e.into_inner());
+        let timeout = self.timeout;
         let consumer = match self.consumer(from) {
             Ok(consumer) => consumer,
             Err(e) => {
@@ -237,25 +242,45 @@ impl PlacementStore for KafkaStore {
         let spawned = std::thread::Builder::new()
             .name("sluice-placement-tail".into())
             .spawn(move || {
+                // The next offset to read, and when the end was last asked.
+                let mut next = from;
+                let mut confirmed = Instant::now();
                 while !tx.is_closed() {
                     match consumer.poll(TAIL_POLL) {
                         Some(Ok(message)) => {
+                            next = message.offset() + 1;
                             let Some(payload) = message.payload() else {
                                 continue;
                             };
                             match serde_json::from_slice::<PlacementChange>(payload) {
                                 Ok(change) => {
-                                    if tx.send(change).is_err() {
+                                    if tx.send(Watched::Change(change)).is_err() {
                                         return;
                                     }
                                 }
                                 Err(e) => tracing::error!(topic, offset = message.offset(), error = %e, "undecodable placement change skipped"),
                             }
+                            continue;
                         }
                         Some(Err(KafkaError::PartitionEOF(_))) | None => {}
                         Some(Err(e)) => {
                             tracing::warn!(topic, error = %e, "tailing the placement topic");
                         }
+                    }
+                    // Idle: everything below the end, as asked after
+                    // `asked`, has been read and reported.
+                    if confirmed.elapsed() >= TAIL_CONFIRM {
+                        let asked = Instant::now();
+                        match consumer.fetch_watermarks(&topic, 0, timeout) {
+                            Ok((_, end)) if next >= end => {
+                                if tx.send(Watched::CaughtUp(asked)).is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::debug!(topic, error = %e, "cannot learn where the placement topic ends"),
+                        }
+                        confirmed = Instant::now();
                     }
                 }
             });

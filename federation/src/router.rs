@@ -11,8 +11,9 @@
 //! sealed end offsets cover every acknowledged record.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sluice_broker::{
     Acks, BrokerError, Cluster, FetchedBatch, Health, PartitionOffsets, ProduceRecord,
@@ -28,7 +29,7 @@ use crate::members::{spawn_health_probe, Member, Members};
 use crate::placement::{EpochReason, EpochSwitch, PlacementChange, PlacementTable, TopicPlacement};
 use crate::rebalance::RebalanceState;
 use crate::ring::TopicRing;
-use crate::store::{MemoryStore, PlacementStore};
+use crate::store::{MemoryStore, PlacementStore, Watched};
 use crate::{FederationError, Result};
 
 /// A topic as the gateway shows it: its metadata and its home cluster.
@@ -145,13 +146,17 @@ impl TopicRoute {
 /// the store stops reporting.
 async fn follow(
     federation: std::sync::Weak<Federation>,
-    mut changes: tokio::sync::mpsc::UnboundedReceiver<PlacementChange>,
+    mut changes: tokio::sync::mpsc::UnboundedReceiver<Watched>,
 ) {
-    while let Some(change) = changes.recv().await {
+    while let Some(watched) = changes.recv().await {
         let Some(federation) = federation.upgrade() else {
             return;
         };
-        federation.apply_remote(&change);
+        match watched {
+            Watched::Change(change) => federation.apply_remote(&change),
+            // Everything stored before `at` is applied: the view is current as of then.
+            Watched::CaughtUp(at) => federation.confirmed(at),
+        }
     }
 }
 
@@ -180,6 +185,11 @@ pub struct Federation {
     watcher: Mutex<Option<JoinHandle<()>>>,
     /// Itself, for the tasks an epoch switch leaves behind; set by `open`.
     this: OnceLock<Weak<Federation>>,
+    /// When the federation was built: the zero of `confirmed_ns`.
+    born: Instant,
+    /// Nanoseconds after `born` up to which a shared store's changes are
+    /// known to be applied (the placement lease).
+    confirmed_ns: AtomicU64,
 }
 
 /// Bytes asked for per fetch when copying late writes.
@@ -267,7 +277,33 @@ impl Federation {
             probe: Mutex::new(None),
             watcher: Mutex::new(None),
             this: OnceLock::new(),
+            // `load` has just read the store to its end.
+            born: Instant::now(),
+            confirmed_ns: AtomicU64::new(0),
         })
+    }
+
+    /// Notes that every change stored before `at` is applied.
+    fn confirmed(&self, at: Instant) {
+        let ns = at.saturating_duration_since(self.born).as_nanos() as u64;
+        self.confirmed_ns.fetch_max(ns, Ordering::Relaxed);
+    }
+
+    /// With `federation.placement.lease_ms` on a shared store: refuses
+    /// writes while this gateway's view of placement was last confirmed
+    /// longer ago than the lease, so a gateway cut off from the store stops
+    /// writing to homes that may have moved.
+    fn check_lease(&self) -> Result<()> {
+        let lease_ms = self.config.placement.lease_ms;
+        if lease_ms == 0 || !self.store.shared() {
+            return Ok(());
+        }
+        let confirmed = self.born + Duration::from_nanos(self.confirmed_ns.load(Ordering::Relaxed));
+        let age_ms = confirmed.elapsed().as_millis() as u64;
+        if age_ms > lease_ms {
+            return Err(FederationError::PlacementStale { age_ms, lease_ms });
+        }
+        Ok(())
     }
 
     /// Opens the federation for a gateway: loads placement from `store`,
@@ -704,6 +740,7 @@ impl Federation {
         acks: Acks,
     ) -> Result<Produced> {
         Self::check_name(topic)?;
+        self.check_lease()?;
         // Bounded: each turn either returns or makes progress (places the
         // topic, fails it over to another cluster, or finds its home down).
         for _ in 0..=self.members.iter().count() + 1 {

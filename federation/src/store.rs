@@ -74,6 +74,15 @@ impl StoreError {
 /// Shorthand for store results.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// What a shared store's watcher reports, in order.
+#[derive(Debug)]
+pub enum Watched {
+    /// A change another gateway stored.
+    Change(PlacementChange),
+    /// Every change stored before this instant has been reported.
+    CaughtUp(std::time::Instant),
+}
+
 /// Where placement changes are kept. Object-safe: hold it as
 /// `Arc<dyn PlacementStore>`.
 pub trait PlacementStore: Send + Sync {
@@ -86,7 +95,7 @@ pub trait PlacementStore: Send + Sync {
     /// Changes stored by others (other gateways sharing the store), as they
     /// arrive, for the federation to apply. A store only this process
     /// writes has none to report.
-    fn watch(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<PlacementChange>> {
+    fn watch(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Watched>> {
         None
     }
 

@@ -197,6 +197,14 @@ impl From<FederationError> for ApiError {
     fn from(error: FederationError) -> Self {
         match error {
             FederationError::Broker(e) => e.into(),
+            e @ FederationError::PlacementStale { .. } => {
+                tracing::warn!(error = %e, "produce refused");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    UNAVAILABLE,
+                    "this gateway cannot confirm where topics live right now; retry later",
+                )
+            }
             e @ (FederationError::HomeDown { .. } | FederationError::NoHealthyCluster { .. }) => {
                 // Which cluster and why are operational detail: logged, while
                 // the client learns only that a retry may help.

@@ -508,6 +508,105 @@ async fn writes_by_a_gateway_that_has_not_seen_a_migration_are_not_lost() {
     drop((a, b));
 }
 
+/// Stops a process by its PID until dropped (SIGSTOP, then SIGCONT).
+struct Paused(u32);
+
+impl Paused {
+    fn signal(pid: u32, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
+    fn new(pid: u32) -> Self {
+        Self::signal(pid, "-STOP");
+        Self(pid)
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        Self::signal(self.0, "-CONT");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_lease_a_gateway_cut_off_from_placement_stops_producing_until_it_is_back() {
+    let bed = KafkaTestbed::start(3).await.expect("test bed");
+    let dir = tempfile::tempdir().unwrap();
+    // Placement on kafka-0, the topic pinned to kafka-1: only placement
+    // goes away when kafka-0 stops.
+    let config = shared_placement_config(&bed, &dir.path().join("data")).replace(
+        "cluster = \"kafka-0\"\n",
+        "cluster = \"kafka-0\"\nlease_ms = 1000\nlate_write_grace_ms = 5000\n[[federation.pins]]\ntopic = \"leased\"\ncluster = \"kafka-1\"\n",
+    );
+    let gw = SluiceProcess::start(dir.path(), &config);
+    let http = SluiceProcess::client(&dir.path().join("data"));
+    let t = "leased";
+    let send = |i: usize| {
+        produce(
+            &http,
+            &gw.url,
+            t,
+            json!([{ "value": b64(&format!("v-{i}")) }]),
+        )
+    };
+    // Until placement is confirmed (a loaded machine may take a while).
+    let deadline = Instant::now() + PATIENCE;
+    while send(0).await.unwrap().status() != 200 {
+        assert!(Instant::now() < deadline, "never produced");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(home_of(&http, &gw.url, t).await, "kafka-1");
+
+    let paused = Paused::new(bed.pid(0).expect("kafka-0 runs"));
+    let started = Instant::now();
+    let refused = loop {
+        let reply = send(1).await.unwrap();
+        if reply.status() == 503 {
+            break reply;
+        }
+        assert_eq!(reply.status(), 200);
+        assert!(
+            started.elapsed() < PATIENCE,
+            "still producing {:?} after placement went away",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("refused after {:?}", started.elapsed());
+    // Last confirmed at most 200 ms (the tail's check) before the pause.
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "not before the lease ran out"
+    );
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error_code"], 50301, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("cannot confirm"),
+        "{body}"
+    );
+
+    drop(paused);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let reply = send(2).await.unwrap();
+        if reply.status() == 200 {
+            break;
+        }
+        assert_eq!(reply.status(), 503);
+        assert!(
+            Instant::now() < deadline,
+            "never produced again after placement came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(gw);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_broker_fails_fast_or_over_and_rejoins() {
     let _ = tracing_subscriber::fmt()
