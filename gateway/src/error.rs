@@ -99,6 +99,14 @@ impl ApiError {
         Self::plain(StatusCode::UNPROCESSABLE_ENTITY, message)
     }
 
+    /// 503 (code 50301, with `Retry-After`) saying `message`; `cause`,
+    /// operational detail such as which cluster and why, is logged as
+    /// `what`, never sent.
+    pub fn unavailable(cause: &dyn std::fmt::Display, what: &str, message: &'static str) -> Self {
+        tracing::warn!(error = %cause, "{what}");
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE, message)
+    }
+
     /// 500 with a generic message; `cause` is logged, never sent.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "request failed inside the gateway");
@@ -117,6 +125,22 @@ impl std::fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
+
+/// An error and its sources, `outer: inner: ...`: the outer message alone
+/// often does not say what went wrong (a client's "connect error").
+pub struct WithSources<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for WithSources<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(inner) = source {
+            write!(f, ": {inner}")?;
+            source = inner.source();
+        }
+        Ok(())
+    }
+}
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {
@@ -177,16 +201,11 @@ impl From<BrokerError> for ApiError {
                 e.to_string(),
             ),
             e @ BrokerError::RecordTooLarge { .. } => Self::payload_too_large(e.to_string()),
-            e @ BrokerError::Unavailable { .. } => {
-                // The cluster's name and reason are operational detail: logged,
-                // while the client learns only that a retry may help.
-                tracing::warn!(error = %e, "cluster unavailable");
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    UNAVAILABLE,
-                    "the topic's cluster is unavailable; retry later",
-                )
-            }
+            e @ BrokerError::Unavailable { .. } => Self::unavailable(
+                &e,
+                "cluster unavailable",
+                "the topic's cluster is unavailable; retry later",
+            ),
             e @ BrokerError::InvalidGroupId { .. } => Self::bad_request(e.to_string()),
             e @ (BrokerError::Corrupt { .. } | BrokerError::Io(_)) => Self::internal(&e),
         }
@@ -197,21 +216,15 @@ impl From<FederationError> for ApiError {
     fn from(error: FederationError) -> Self {
         match error {
             FederationError::Broker(e) => e.into(),
-            e @ FederationError::PlacementStale { .. } => {
-                tracing::warn!(error = %e, "produce refused");
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    UNAVAILABLE,
-                    "this gateway cannot confirm where topics live right now; retry later",
-                )
-            }
+            e @ FederationError::PlacementStale { .. } => Self::unavailable(
+                &e,
+                "produce refused",
+                "this gateway cannot confirm where topics live right now; retry later",
+            ),
             e @ (FederationError::HomeDown { .. } | FederationError::NoHealthyCluster { .. }) => {
-                // Which cluster and why are operational detail: logged, while
-                // the client learns only that a retry may help.
-                tracing::warn!(error = %e, "topic unavailable");
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    UNAVAILABLE,
+                Self::unavailable(
+                    &e,
+                    "topic unavailable",
                     "the topic's cluster is unavailable; retry later",
                 )
             }

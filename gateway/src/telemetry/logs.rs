@@ -170,15 +170,7 @@ impl Visit for TextVisitor<'_> {
         if !self.start(field) {
             return;
         }
-        self.result = write!(self.writer, "{value}");
-        let mut source = value.source();
-        while let Some(inner) = source {
-            if self.result.is_err() {
-                return;
-            }
-            self.result = write!(self.writer, ": {inner}");
-            source = inner.source();
-        }
+        self.result = write!(self.writer, "{}", crate::error::WithSources(value));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {

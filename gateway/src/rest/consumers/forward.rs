@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
@@ -22,7 +22,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use sluice_config::{Config, PeerConfig};
 
-use crate::error::{ApiError, UNAVAILABLE};
+use crate::error::{ApiError, WithSources};
 
 /// Prefix of the forwarded routes on the admin listener.
 pub const INTERNAL_PREFIX: &str = "/internal/v2";
@@ -133,10 +133,9 @@ impl Peers {
         max_body_bytes: usize,
     ) -> Result<Response, ApiError> {
         let unreachable = |what: &dyn std::fmt::Display| {
-            tracing::warn!(peer = %peer.name, url = %peer.url, error = %what, "consumer group owner unreachable");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                UNAVAILABLE,
+            ApiError::unavailable(
+                &format_args!("{what} (peer {}, {})", peer.name, peer.url),
+                "consumer group owner unreachable",
                 "the gateway that owns this consumer group is unreachable; retry later",
             )
         };
@@ -170,7 +169,7 @@ impl Peers {
         let response = tokio::time::timeout(self.request_timeout, self.client.request(outbound))
             .await
             .map_err(|_| unreachable(&"request timed out"))?
-            .map_err(|e| unreachable(&with_sources(&e)))?;
+            .map_err(|e| unreachable(&WithSources(&e)))?;
         let (mut parts, body) = response.into_parts();
         let bytes = tokio::time::timeout(self.request_timeout, body.collect())
             .await
@@ -184,22 +183,10 @@ impl Peers {
     }
 }
 
-/// `error` and its sources, `outer: inner: ...`: the client's own message
-/// alone does not say why a connection failed.
-fn with_sources(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
 
     fn peers(node: &str, names: &[&str]) -> Peers {
         let mut config = Config::default();
