@@ -227,7 +227,7 @@ impl PlacementStore for KafkaStore {
         Ok(())
     }
 
-    fn watch(&self) -> Option<mpsc::UnboundedReceiver<Watched>> {
+    fn watch(&self, confirm: bool) -> Option<mpsc::UnboundedReceiver<Watched>> {
         let from = *self.loaded_to.lock().unwrap_or_else(|e| e.into_inner());
         let timeout = self.timeout;
         let consumer = match self.consumer(from) {
@@ -269,7 +269,7 @@ impl PlacementStore for KafkaStore {
                     }
                     // Idle: everything below the end, as asked after
                     // `asked`, has been read and reported.
-                    if confirmed.elapsed() >= TAIL_CONFIRM {
+                    if confirm && confirmed.elapsed() >= TAIL_CONFIRM {
                         let asked = Instant::now();
                         match consumer.fetch_watermarks(&topic, 0, timeout) {
                             Ok((_, end)) if next >= end => {

@@ -332,7 +332,9 @@ impl Federation {
         )?);
         let _ = federation.this.set(Arc::downgrade(&federation));
         federation.reconcile().await?;
-        if let Some(changes) = federation.store.watch() {
+        // The tail asks where the store ends only when a lease needs it.
+        let confirm = federation.config.placement.lease_ms > 0;
+        if let Some(changes) = federation.store.watch(confirm) {
             let task = tokio::spawn(follow(Arc::downgrade(&federation), changes));
             *federation.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
         }

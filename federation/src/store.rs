@@ -95,7 +95,11 @@ pub trait PlacementStore: Send + Sync {
     /// Changes stored by others (other gateways sharing the store), as they
     /// arrive, for the federation to apply. A store only this process
     /// writes has none to report.
-    fn watch(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Watched>> {
+    /// With `confirm`, the watcher also reports [`Watched::CaughtUp`] as it
+    /// finds it has read everything stored (for a placement lease); without,
+    /// it asks nothing beyond the changes.
+    fn watch(&self, confirm: bool) -> Option<tokio::sync::mpsc::UnboundedReceiver<Watched>> {
+        let _ = confirm;
         None
     }
 

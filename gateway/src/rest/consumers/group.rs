@@ -329,8 +329,16 @@ impl Coordinator {
                     .collect();
                 (g.name.clone(), committed)
             };
+            // In topic order: one placement per topic, not per partition.
+            let mut placed: Option<(String, TopicPlacement)> = None;
             for ((topic, partition), at) in committed {
-                let Some(placement) = self.federation.placement(&topic) else {
+                if placed.as_ref().is_none_or(|(t, _)| *t != topic) {
+                    placed = self
+                        .federation
+                        .placement(&topic)
+                        .map(|p| (topic.clone(), p));
+                }
+                let Some((_, placement)) = placed.as_ref().filter(|(t, _)| *t == topic) else {
                     continue;
                 };
                 // A partition whose home does not answer leaves the lag of
@@ -342,7 +350,7 @@ impl Coordinator {
                     }
                     continue;
                 };
-                for (cluster, n) in offsets::lag(&placement, partition, at, ends.latest) {
+                for (cluster, n) in offsets::lag(placement, partition, at, ends.latest) {
                     *lag.entry((cluster, name.clone())).or_default() += n;
                 }
             }
