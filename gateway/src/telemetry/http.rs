@@ -101,6 +101,11 @@ impl Handles {
     fn labels_are(&self, route: &str, method: &str, status: u16) -> bool {
         self.status == status && self.method == method && *self.route == *route
     }
+
+    fn count(&self, seconds: f64) {
+        self.requests.increment(1);
+        self.duration.record(seconds);
+    }
 }
 
 /// Handles by label set. [`Router::layer`](axum::Router::layer) wraps each
@@ -113,16 +118,9 @@ struct RequestMetrics(RwLock<Vec<Handles>>);
 
 impl RequestMetrics {
     fn record(&self, route: &str, method: &'static str, status: u16, seconds: f64) {
-        let find = |list: &[Handles]| {
-            list.iter()
-                .find(|h| h.labels_are(route, method, status))
-                .map(|h| {
-                    h.requests.increment(1);
-                    h.duration.record(seconds);
-                })
-        };
         let read = self.0.read().unwrap_or_else(|e| e.into_inner());
-        if find(&read).is_some() {
+        if let Some(handles) = read.iter().find(|h| h.labels_are(route, method, status)) {
+            handles.count(seconds);
             return;
         }
         let room = read.len() < MAX_CACHED_LABEL_SETS;
@@ -144,8 +142,7 @@ impl RequestMetrics {
                 LABEL_METHOD => method,
             ),
         };
-        handles.requests.increment(1);
-        handles.duration.record(seconds);
+        handles.count(seconds);
         if room {
             let mut list = self.0.write().unwrap_or_else(|e| e.into_inner());
             // Another request may have added it meanwhile.
